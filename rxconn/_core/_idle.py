@@ -1,0 +1,88 @@
+"""idle_timeout_: error the stream when nothing arrives for a while after it opened.
+
+Re-arming a timer on every item would cost a scheduler call per message on the
+hot path, so arrivals only set a flag; a timer checks the flag every
+``seconds / 2`` and declares the link dead after two quiet checks in a row.
+The link is therefore declared dead between ``seconds`` and ``1.5 * seconds``
+after the last arrival (exactly ``seconds`` after opening if nothing ever came).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from reactivex import Observable, abc
+from reactivex.disposable import CompositeDisposable, SerialDisposable, SingleAssignmentDisposable
+
+from ..errors import RxconnError
+
+
+__all__ = ["idle_timeout_"]
+
+_T = TypeVar("_T")
+
+
+def idle_timeout_(
+    seconds: float,
+    *,
+    is_open: Callable[[Any], bool],
+    make_error: Callable[[float], Exception],
+    scheduler: abc.SchedulerBase | None = None,
+) -> Callable[[Observable[_T]], Observable[_T]]:
+    """Build the operator; see :func:`rxconn.operators.idle_timeout` for the contract."""
+    if not seconds > 0:
+        raise ValueError(f"idle timeout must be > 0, got {seconds!r}")
+    half = seconds / 2
+
+    def operator(source: Observable[_T]) -> Observable[_T]:
+        def subscribe(
+            observer: abc.ObserverBase[_T], scheduler_: abc.SchedulerBase | None = None
+        ) -> abc.DisposableBase:
+            sched = scheduler or scheduler_
+            if sched is None:
+                raise RxconnError("idle_timeout needs a scheduler (operator or subscribe argument)")
+            timer = SerialDisposable()
+            upstream = SingleAssignmentDisposable()
+            armed = False
+            seen = False
+            quiet = 0
+
+            def check(_: abc.SchedulerBase, __: Any = None) -> None:
+                nonlocal seen, quiet
+                if seen:
+                    seen = False
+                    quiet = 0
+                else:
+                    quiet += 1
+                    if quiet >= 2:
+                        upstream.dispose()
+                        observer.on_error(make_error(seconds))
+                        return
+                timer.disposable = sched.schedule_relative(half, check)
+
+            def on_next(value: _T) -> None:
+                nonlocal seen, armed
+                if armed:
+                    seen = True
+                elif is_open(value):
+                    armed = True
+                    timer.disposable = sched.schedule_relative(half, check)
+                observer.on_next(value)
+
+            def on_error(error: Exception) -> None:
+                timer.dispose()
+                observer.on_error(error)
+
+            def on_completed() -> None:
+                timer.dispose()
+                observer.on_completed()
+
+            upstream.disposable = source.subscribe(
+                on_next, on_error, on_completed, scheduler=scheduler_
+            )
+            return CompositeDisposable(upstream, timer)
+
+        return Observable(subscribe)
+
+    return operator

@@ -1,0 +1,134 @@
+"""The Transport protocol: how the core talks to links, and the events links emit.
+
+A :class:`Transport` describes how to open a link; creating one opens nothing.
+``transport.open(scheduler, context)`` returns a **cold** observable of
+:data:`LinkEvent`; each subscription opens one physical link:
+
+* ``Trying(name)`` (optional, only from transports that try several kinds of
+  link, such as a fallback): the attempt is now trying a link of ``name``;
+* ``Opened(link, transport)`` once the link is open (it may be emitted again by
+  a fallback that switched to a better link: the new link replaces the old);
+* each received payload as a plain ``str`` (text) or ``bytes`` (binary), in order;
+* ``Acked(seq)`` when every written payload with sequence number ``<= seq``
+  was accepted (by the socket for plain links, by the hub with sessions);
+* ``ALIVE`` when something that is not a message shows the link is alive
+  (a pong, an SSE comment);
+* ``on_completed`` when the peer closed the link cleanly, ``on_error`` with an
+  :class:`~rxconn.errors.RxconnError` when it failed;
+* disposing the subscription closes the link and releases all of its resources.
+
+Writing is ``Opened.link.write(first_seq, payloads)``: it hands payloads over
+and never blocks; success is reported later by ``Acked`` and failure by the
+link's observable erroring (the link is then replaced and unacknowledged
+payloads are written again on the next link, oldest first).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol, TypeAlias, runtime_checkable
+
+from reactivex import Observable, abc
+
+
+__all__ = [
+    "ALIVE",
+    "Acked",
+    "Alive",
+    "Link",
+    "LinkContext",
+    "LinkEvent",
+    "Opened",
+    "Payload",
+    "Transport",
+    "Trying",
+]
+
+Payload: TypeAlias = str | bytes
+"""A message: text as ``str``, binary as ``bytes``."""
+
+
+@runtime_checkable
+class Link(Protocol):
+    """An open link, as handed out by ``Opened``."""
+
+    def write(self, first_seq: int, payloads: Sequence[Payload]) -> None:
+        """Hand ``payloads`` (numbered from ``first_seq``) to the link; never blocks.
+
+        Acceptance is reported by ``Acked`` events, failure by the link's
+        observable erroring. A link that cannot send (a receive-only SSE link)
+        simply never acknowledges.
+        """
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """The link is open; ``transport`` names its kind (``"websocket"``, ``"http"``)."""
+
+    link: Link
+    transport: str
+
+
+@dataclass(frozen=True, slots=True)
+class Trying:
+    """A multi-link transport (a fallback) moved on to try a link of ``transport``."""
+
+    transport: str
+
+
+@dataclass(frozen=True, slots=True)
+class Acked:
+    """Every written payload with sequence number ``<= seq`` was accepted."""
+
+    seq: int
+
+
+class Alive:
+    """Proof of life that is not a message (a pong, an SSE comment). Use :data:`ALIVE`."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "ALIVE"
+
+
+ALIVE: Final = Alive()
+
+LinkEvent: TypeAlias = str | bytes | Opened | Trying | Acked | Alive
+
+
+@dataclass(eq=False)
+class LinkContext:
+    """What the connection shares with the links it opens.
+
+    Attributes:
+        memory: Scratch space that lives for one period of interest; a
+            fallback remembers there which transport failed, so that
+            reconnects skip it, while new interest starts fresh.
+        session: The connection's hub session state (shared by every link of
+            every transport), or ``None`` for links that speak plain frames.
+        probe: True when the link is opened only to check that it works (an
+            upgrade probe): it must carry no messages.
+    """
+
+    memory: dict[str, Any] = field(default_factory=dict)
+    session: Any = None
+    probe: bool = False
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """Describes how to open links of one kind; see the module docstring for the events."""
+
+    @property
+    def name(self) -> str:
+        """The transport's name, used in states (``"websocket"``, ``"http"``, ``"fallback"``)."""
+        ...
+
+    def open(
+        self, scheduler: abc.SchedulerBase, context: LinkContext | None = None
+    ) -> Observable[LinkEvent]:
+        """Return a cold observable: each subscription opens one physical link."""
+        ...
