@@ -294,7 +294,14 @@ class Connection:
             self._announce_default()
             self._link = event.link
             self._link_name = event.transport
-            self._outbox.rewind()
+            outbox = self._outbox
+            next_seq = event.next_seq
+            if next_seq is not None and next_seq > outbox.head_seq:
+                outbox.ack(next_seq - 1)  # the hub already has these
+            if next_seq is None or next_seq == outbox.head_seq:
+                outbox.rewind()
+            else:  # a new hub session (numbered from 1): resend everything unacknowledged
+                outbox.renumber(next_seq)
             self._set_state(Connected(event.transport))
             self._flush()
         elif kind is AttemptStarted:

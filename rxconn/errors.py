@@ -9,6 +9,7 @@
     * ConnectionClosedError   (``send()``/``connect()`` after ``close()``)
     * RetriesExhausted        (``max_attempts`` failed in a row; ``__cause__`` is the last error)
     * SessionExpired          (the hub no longer knows our session: 410 Gone; retried)
+    * InvalidURL              (also a ValueError: a URL rxconn cannot use)
 
 Errors keep structured fields and build their message from them, so the text
 never contains credentials (URLs are reduced to scheme, host, port and path).
@@ -30,6 +31,7 @@ __all__ = [
     "SessionExpired",
     "TransportError",
     "FATAL_STATUSES",
+    "InvalidURL",
     "is_retryable",
     "safe_url",
 ]
@@ -130,6 +132,18 @@ class RetriesExhausted(RxconnError):
     def __str__(self) -> str:
         cause = f": {self.__cause__}" if self.__cause__ is not None else ""
         return f"gave up after {self.attempts} failed attempts{cause}"
+
+
+class InvalidURL(RxconnError, ValueError):
+    """A URL rxconn cannot use (wrong scheme, no host); raised when the transport is built."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(url, reason)
+        self.url = safe_url(url)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"invalid URL {self.url!r}: {self.reason}"
 
 
 def is_retryable(exc: BaseException) -> bool:

@@ -65,10 +65,17 @@ class Link(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Opened:
-    """The link is open; ``transport`` names its kind (``"websocket"``, ``"http"``)."""
+    """The link is open; ``transport`` names its kind (``"websocket"``, ``"http"``).
+
+    ``next_seq`` is set by links that speak the hub session protocol: the
+    sequence number the hub expects next. Everything before it was received
+    (the outbox releases it); if it is lower than the outbox's numbering
+    (a new session), the outbox is renumbered from it and resent.
+    """
 
     link: Link
     transport: str
+    next_seq: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,502 @@
+"""The WebSocket transport over aiohttp.
+
+Lifecycle of one subscription (one link), all inside one task kept in
+:data:`~rxconn.aio.TASKS`:
+
+1. ``ClientSession.ws_connect`` (offering the ``rxconn.v1`` subprotocol unless
+   ``hub=False``), bounded by ``open_timeout``; with ``rxconn.v1`` the
+   hello/welcome exchange is part of the open.
+2. ``Opened``; then received frames become payloads (text ``str``, binary
+   ``bytes``), pongs and pings become ``ALIVE``; a writer task sends what the
+   connection writes; a heartbeat task pings every ``heartbeat`` seconds and
+   fails the link when a pong is missing for that long.
+3. A close 1000/1001 completes; 1012/1013 fail with the advised delay; 1009
+   (too big) and oversized frames fail with ``ProtocolError``; anything else
+   fails with ``ConnectionLost``. Handshake 401/403/404 are fatal, 429/503
+   honour ``Retry-After``, 410 is ``SessionExpired``.
+4. Disposal cancels the task; its ``finally`` closes the socket, the
+   response and the ``ClientSession`` if rxconn created it (a user-supplied
+   session is never closed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+import aiohttp
+from reactivex import Observable, abc
+from reactivex.disposable import Disposable
+from yarl import URL
+
+from .. import wire
+from ..errors import ConnectionLost, InvalidURL, ProtocolError, SessionExpired, TransportError
+from ..session import ClientSession as HubSession
+from ..transport import ALIVE, Acked, LinkContext, LinkEvent, Opened, Payload
+from ._errors import translate
+from ._tasks import TASKS
+
+
+__all__ = ["WebSocketLink", "WebSocketTransport", "websocket"]
+
+CLEAN_CLOSE_CODES: Final = frozenset({1000, 1001})
+ADVISED_DELAY: Final = {1012: 2.0, 1013: 5.0}
+"""Seconds to wait after close 1012 (restart) / 1013 (try later) when the reason names none."""
+SESSION_GONE_CODE: Final = 4410
+ACK_EVERY: Final = 64
+ACK_DELAY: Final = 0.05
+CLOSE_TIMEOUT: Final = 2.0
+
+
+def _ws_url(url: str) -> str:
+    try:
+        parsed = URL(url)
+    except (ValueError, TypeError) as exc:
+        raise InvalidURL(str(url), "cannot be parsed") from exc
+    scheme = {"http": "ws", "https": "wss"}.get(parsed.scheme, parsed.scheme)
+    if scheme not in ("ws", "wss"):
+        raise InvalidURL(url, "scheme must be ws, wss, http or https")
+    if not parsed.host:
+        raise InvalidURL(url, "no host")
+    return str(parsed.with_scheme(scheme))
+
+
+class _Done(Exception):
+    """Internal: the peer closed cleanly."""
+
+
+class WebSocketLink:
+    """The writable side of one open WebSocket link; see :class:`rxconn.transport.Link`."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, hub: HubSession | None) -> None:
+        self._ws = ws
+        self._hub = hub
+        self._queue: deque[Payload] = deque()
+        self._controls: deque[str] = deque()
+        self._wake = asyncio.Event()
+        self._next_seq: int | None = None
+        self.closed = False
+
+    def write(self, first_seq: int, payloads: Sequence[Payload]) -> None:
+        if self.closed:
+            return  # the link is being replaced; the connection rewinds its outbox
+        if self._next_seq is None or first_seq > self._next_seq:
+            self._next_seq = first_seq
+        skip = self._next_seq - first_seq  # already queued on this link (never on a rewind)
+        if skip < len(payloads):
+            self._queue.extend(payloads[skip:] if skip else payloads)
+            self._next_seq = first_seq + len(payloads)
+            self._wake.set()
+
+    def control(self, frame: str) -> None:
+        """Queue a control frame (an ack) ahead of data."""
+        self._controls.append(frame)
+        self._wake.set()
+
+    async def run_writer(self, observer: abc.ObserverBase[LinkEvent]) -> None:
+        """Send queued frames in order; for plain links, acknowledge each batch once sent."""
+        ws, queue, controls = self._ws, self._queue, self._controls
+        plain = self._hub is None
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while controls:
+                await ws.send_str(controls.popleft())
+            sent = 0
+            while queue:
+                payload = queue.popleft()
+                if type(payload) is bytes:
+                    await ws.send_bytes(payload)
+                elif plain:
+                    await ws.send_str(payload)  # type: ignore[arg-type]
+                else:
+                    await ws.send_str(wire.encode_text(payload))  # type: ignore[arg-type]
+                sent += 1
+                if controls:
+                    break
+            if plain and sent and self._next_seq is not None:
+                observer.on_next(Acked(self._next_seq - len(queue) - 1))
+            if queue or controls:
+                self._wake.set()
+
+
+class WebSocketTransport:
+    """Opens WebSocket links; see the module docstring for the lifecycle.
+
+    Build it with :func:`websocket`.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        protocols: Sequence[str] = (),
+        headers: Mapping[str, str] | None = None,
+        heartbeat: float | None = 15.0,
+        open_timeout: float = 10.0,
+        max_message_size: int = 4 * 1024 * 1024,
+        hub: bool = True,
+        session: aiohttp.ClientSession | None = None,
+        ssl: Any = True,
+    ) -> None:
+        self.url = _ws_url(url)
+        if heartbeat is not None and not heartbeat > 0:
+            raise ValueError(f"heartbeat must be > 0 or None, got {heartbeat!r}")
+        if not open_timeout > 0:
+            raise ValueError(f"open_timeout must be > 0, got {open_timeout!r}")
+        if max_message_size < 1:
+            raise ValueError(f"max_message_size must be >= 1, got {max_message_size!r}")
+        self.protocols = tuple(protocols)
+        self.headers = dict(headers or {})
+        self.heartbeat = heartbeat
+        self.open_timeout = open_timeout
+        self.max_message_size = max_message_size
+        self.hub = hub
+        self.session = session
+        self.ssl = ssl
+
+    @property
+    def name(self) -> str:
+        return "websocket"
+
+    def __repr__(self) -> str:
+        from ..errors import safe_url
+
+        return f"websocket({safe_url(self.url)!r})"
+
+    def open(
+        self, scheduler: abc.SchedulerBase, context: LinkContext | None = None
+    ) -> Observable[LinkEvent]:
+        ctx = context if context is not None else LinkContext()
+
+        def subscribe(
+            observer: abc.ObserverBase[LinkEvent], scheduler_: abc.SchedulerBase | None = None
+        ) -> abc.DisposableBase:
+            task = TASKS.spawn(self._run(observer, ctx), name=f"rxconn websocket {self.url}")
+            def dispose() -> None:
+                task.cancel()
+
+            return Disposable(dispose)
+
+        return Observable(subscribe)
+
+    # ------------------------------------------------------------- the task
+
+    async def _run(self, observer: abc.ObserverBase[LinkEvent], ctx: LinkContext) -> None:
+        try:
+            await self._link(observer, ctx)
+        except asyncio.CancelledError:
+            raise  # disposal: the finally blocks below closed everything
+        except _Done:
+            observer.on_completed()
+        except Exception as exc:
+            observer.on_error(translate("websocket", self.url, exc, opening=False))
+
+    async def _link(self, observer: abc.ObserverBase[LinkEvent], ctx: LinkContext) -> None:
+        own = self.session is None
+        http = aiohttp.ClientSession() if own else self.session
+        assert http is not None
+        try:
+            await self._connected(http, observer, ctx)
+        finally:
+            if own:
+                await http.close()
+
+    async def _connected(
+        self,
+        http: aiohttp.ClientSession,
+        observer: abc.ObserverBase[LinkEvent],
+        ctx: LinkContext,
+    ) -> None:
+        offer = self.protocols
+        if self.hub and not ctx.probe and wire.SUBPROTOCOL not in offer:
+            offer = (wire.SUBPROTOCOL, *offer)
+        try:
+            async with asyncio.timeout(self.open_timeout):
+                ws = await http.ws_connect(
+                    self.url,
+                    protocols=offer,
+                    headers=self.headers,
+                    autoping=False,
+                    heartbeat=None,
+                    max_msg_size=self.max_message_size,
+                    timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=CLOSE_TIMEOUT),
+                    ssl=self.ssl,
+                )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            raise translate("websocket", self.url, exc, opening=True) from exc
+        try:
+            await self._serve(ws, observer, ctx)
+        finally:
+            await self._close(ws)
+
+    async def _close(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        if ws.closed:
+            return
+        try:
+            await asyncio.shield(ws.close())
+        except asyncio.CancelledError:
+            # Cancelled again while closing: drop the connection without the handshake.
+            with contextlib.suppress(Exception):
+                ws._response.close()  # noqa: SLF001  (aiohttp's own cancellation path)
+            raise
+        except Exception:  # the socket is already gone: nothing left to release
+            with contextlib.suppress(Exception):
+                ws._response.close()  # noqa: SLF001
+
+    async def _serve(
+        self,
+        ws: aiohttp.ClientWebSocketResponse,
+        observer: abc.ObserverBase[LinkEvent],
+        ctx: LinkContext,
+    ) -> None:
+        hub: HubSession | None = None
+        next_seq: int | None = None
+        if ws.protocol == wire.SUBPROTOCOL:
+            hub = ctx.session if isinstance(ctx.session, HubSession) else HubSession()
+            if not isinstance(ctx.session, HubSession):
+                ctx.session = hub
+            next_seq = await self._handshake(ws, hub)
+        link = WebSocketLink(ws, hub)
+        if ctx.probe:
+            await self._probe(ws)
+        observer.on_next(Opened(link, "websocket", next_seq))
+        pongs = [0]  # pongs received so far, shared by the reader and the heartbeat
+        tasks = [
+            TASKS.spawn(self._read(ws, link, hub, observer, pongs), name="rxconn websocket reader"),
+            TASKS.spawn(link.run_writer(observer), name="rxconn websocket writer"),
+        ]
+        if self.heartbeat is not None:
+            tasks.append(TASKS.spawn(self._heartbeat(ws, pongs), name="rxconn websocket ping"))
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            first = next(iter(done))
+            first.result()  # re-raise the first failure (or _Done)
+            raise ConnectionLost("websocket", "link task ended unexpectedly")
+        finally:
+            link.closed = True
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _handshake(self, ws: aiohttp.ClientWebSocketResponse, hub: HubSession) -> int:
+        """rxconn.v1: present the session, wait for the welcome; return the next seq to send."""
+        await ws.send_str(wire.encode_hello(wire.Hello(hub.id, hub.received)))
+        try:
+            async with asyncio.timeout(self.open_timeout):
+                msg = await ws.receive()
+        except TimeoutError as exc:
+            raise translate("websocket", self.url, exc, opening=True) from exc
+        if msg.type is aiohttp.WSMsgType.TEXT:
+            try:
+                control = wire.decode_control(msg.data)
+            except wire.WireError as exc:
+                raise ProtocolError("websocket", f"bad welcome: {exc}", fatal=True) from exc
+            if isinstance(control, wire.Welcome):
+                hub.start(control.session, control.resumed)
+                return control.last + 1
+            if isinstance(control, wire.Refusal):
+                if control.status == 410:
+                    hub.forget()
+                    raise SessionExpired(
+                        "websocket", control.reason or "session unknown", status=410, retry_after=0
+                    )
+                raise TransportError("websocket", control.reason, status=control.status)
+        raise (
+            self._closed_error(ws, msg)
+            if msg.type in _CLOSING
+            else ProtocolError(
+                "websocket", "the hub did not answer the hello with a welcome", fatal=True
+            )
+        )
+
+    async def _probe(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        """One verified round trip (ping → pong) before the probe counts as open."""
+        await ws.ping(b"rxconn-probe")
+        async with asyncio.timeout(self.open_timeout):
+            while True:
+                msg = await ws.receive()
+                if msg.type is aiohttp.WSMsgType.PONG:
+                    return
+                if msg.type is aiohttp.WSMsgType.PING:
+                    await ws.pong(msg.data)
+                elif msg.type in _CLOSING or msg.type is aiohttp.WSMsgType.ERROR:
+                    raise self._closed_error(ws, msg)
+
+    async def _heartbeat(self, ws: aiohttp.ClientWebSocketResponse, pongs: list[int]) -> None:
+        assert self.heartbeat is not None
+        while True:
+            seen = pongs[0]
+            await ws.ping()
+            await asyncio.sleep(self.heartbeat)
+            if pongs[0] == seen:
+                raise ConnectionLost("websocket", f"no pong within {self.heartbeat:g} s")
+
+    async def _read(
+        self,
+        ws: aiohttp.ClientWebSocketResponse,
+        link: WebSocketLink,
+        hub: HubSession | None,
+        observer: abc.ObserverBase[LinkEvent],
+        pongs: list[int],
+    ) -> None:
+        on_next = observer.on_next
+        TEXT, BINARY = aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY
+        PING, PONG = aiohttp.WSMsgType.PING, aiohttp.WSMsgType.PONG
+        if hub is None:
+            while True:
+                msg = await ws.receive()
+                kind = msg.type
+                if kind is TEXT or kind is BINARY:
+                    on_next(msg.data)
+                elif kind is PONG:
+                    pongs[0] += 1
+                    on_next(ALIVE)
+                elif kind is PING:
+                    await ws.pong(msg.data)
+                    on_next(ALIVE)
+                else:
+                    raise self._closed_error(ws, msg)
+        inbound = hub.inbound
+        assert inbound is not None
+        unacked = 0
+        loop = asyncio.get_running_loop()
+        ack_timer: asyncio.TimerHandle | None = None
+
+        def send_ack() -> None:
+            nonlocal unacked, ack_timer
+            ack_timer = None
+            unacked = 0
+            link.control(wire.encode_ack(inbound.received))
+
+        try:
+            while True:
+                msg = await ws.receive()
+                kind = msg.type
+                if kind is BINARY or (kind is TEXT and msg.data[:1] == wire.TAG_MESSAGE):
+                    data = msg.data if kind is BINARY else msg.data[1:]
+                    if inbound.accept(inbound.received + 1):
+                        on_next(data)
+                    unacked += 1
+                    if unacked >= ACK_EVERY:
+                        if ack_timer is not None:
+                            ack_timer.cancel()
+                        send_ack()
+                    elif ack_timer is None:
+                        ack_timer = loop.call_later(ACK_DELAY, send_ack)
+                elif kind is TEXT:
+                    try:
+                        control = wire.decode_control(msg.data)
+                    except wire.WireError as exc:
+                        raise ProtocolError("websocket", f"malformed frame: {exc}") from exc
+                    if type(control) is int:
+                        on_next(Acked(control))
+                    elif isinstance(control, wire.Refusal) and control.status == 410:
+                        hub.forget()
+                        raise SessionExpired("websocket", control.reason, status=410, retry_after=0)
+                    else:
+                        raise ProtocolError(
+                            "websocket", f"unexpected control frame {msg.data[:1]!r}"
+                        )
+                elif kind is PONG:
+                    pongs[0] += 1
+                    on_next(ALIVE)
+                elif kind is PING:
+                    await ws.pong(msg.data)
+                    on_next(ALIVE)
+                else:
+                    raise self._closed_error(ws, msg)
+        finally:
+            if ack_timer is not None:
+                ack_timer.cancel()
+
+    def _closed_error(
+        self, ws: aiohttp.ClientWebSocketResponse, msg: aiohttp.WSMessage
+    ) -> Exception:
+        """Turn the end of the frame stream into _Done or the right rxconn error."""
+        if msg.type is aiohttp.WSMsgType.ERROR:
+            exc = msg.data if isinstance(msg.data, BaseException) else ws.exception()
+            code = getattr(exc, "code", None)
+            if code == 1009 or isinstance(exc, aiohttp.WebSocketError) and code == 1009:
+                error: Exception = ProtocolError(
+                    "websocket", f"message larger than max_message_size={self.max_message_size}"
+                )
+            elif isinstance(exc, aiohttp.WebSocketError):
+                error = ProtocolError("websocket", f"invalid frame: {exc}")
+            elif isinstance(exc, aiohttp.ServerTimeoutError | asyncio.TimeoutError):
+                error = ConnectionLost("websocket", "no pong from the server")
+            else:
+                error = ConnectionLost("websocket", f"read failed: {exc}")
+            error.__cause__ = exc
+            return error
+        code = ws.close_code
+        reason = msg.extra if msg.type is aiohttp.WSMsgType.CLOSE and msg.extra else ""
+        if code in CLEAN_CLOSE_CODES:
+            return _Done()
+        if code == SESSION_GONE_CODE:
+            return SessionExpired(
+                "websocket", reason or "session unknown", status=410, retry_after=0
+            )
+        if code in ADVISED_DELAY:
+            try:
+                delay = float(str(reason).split()[-1]) if reason else ADVISED_DELAY[code]
+            except ValueError:
+                delay = ADVISED_DELAY[code]
+            return ConnectionLost("websocket", f"closed by the server ({code})", retry_after=delay)
+        if code == 1009:
+            return ProtocolError("websocket", "the server closed: message too big (1009)")
+        exc = ws.exception()
+        lost = ConnectionLost("websocket", f"closed abnormally (code {code})")
+        lost.__cause__ = exc
+        return lost
+
+
+_CLOSING: Final = frozenset(
+    {aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED}
+)
+
+
+def websocket(
+    url: str,
+    *,
+    protocols: Sequence[str] = (),
+    headers: Mapping[str, str] | None = None,
+    heartbeat: float | None = 15.0,
+    open_timeout: float = 10.0,
+    max_message_size: int = 4 * 1024 * 1024,
+    hub: bool = True,
+    session: aiohttp.ClientSession | None = None,
+    ssl: Any = True,
+) -> WebSocketTransport:
+    """Describe WebSocket links to ``url`` (``ws(s)://`` or ``http(s)://``); opens nothing.
+
+    Args:
+        url: The endpoint; ``http(s)`` is turned into ``ws(s)``.
+        protocols: Extra subprotocols to offer.
+        headers: Extra handshake headers (never logged).
+        heartbeat: Ping every ``heartbeat`` s; a pong missing that long is a dead link.
+        open_timeout: Bound on the handshake (and the hub welcome).
+        max_message_size: Larger inbound messages fail the link with ``ProtocolError``.
+        hub: Offer the ``rxconn.v1`` session subprotocol (plain frames if the server declines).
+        session: An ``aiohttp.ClientSession`` to use (never closed by rxconn).
+        ssl: Passed to aiohttp; certificates are verified by default.
+
+    Raises:
+        InvalidURL: for a URL without host or with another scheme.
+    """
+    return WebSocketTransport(
+        url,
+        protocols=protocols,
+        headers=headers,
+        heartbeat=heartbeat,
+        open_timeout=open_timeout,
+        max_message_size=max_message_size,
+        hub=hub,
+        session=session,
+        ssl=ssl,
+    )

@@ -1,0 +1,155 @@
+"""The hub session protocol, sans-I/O: numbering, acknowledgement, replay, de-duplication.
+
+Both ends use these pieces, so client and hub cannot drift:
+
+* every data message in each direction carries a sequence number, 1, 2, 3, …
+  within its session (``seq``);
+* the receiver keeps an :class:`Inbound` counter of the last message it
+  delivered; a message is delivered only if it is the next one
+  (``seq == received + 1``), a repeat (``seq <= received``) is dropped, and a
+  gap is a protocol error;
+* the receiver acknowledges cumulatively (``ack(received)``), batched;
+* the sender keeps what was not acknowledged: the client in its outbox
+  (``rxconn._core._outbox``), the hub in a bounded :class:`ReplayLog`, and
+  resends it on the next link, starting after the peer's ``received``.
+
+See ``docs/protocol.md`` for the frames that carry this over WebSocket
+(``rxconn.v1``) and over HTTP (SSE ids + sequenced POSTs).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from .transport import Payload
+
+
+__all__ = ["ClientSession", "Inbound", "ReplayLog", "ReplayGap"]
+
+
+class ReplayGap(Exception):
+    """The replay log no longer holds a message the peer asked for (it fell too far behind)."""
+
+    def __init__(self, wanted: int, oldest: int) -> None:
+        super().__init__(wanted, oldest)
+        self.wanted = wanted
+        self.oldest = oldest
+
+    def __str__(self) -> str:
+        return f"replay needs message {self.wanted}, oldest kept is {self.oldest}"
+
+
+class Inbound:
+    """The receiving side's counter: which numbered messages were already delivered."""
+
+    __slots__ = ("received",)
+
+    def __init__(self, received: int = 0) -> None:
+        self.received = received
+        """Sequence number of the last message delivered (0: none yet)."""
+
+    def accept(self, seq: int) -> bool | None:
+        """Classify message ``seq``: True to deliver, False for a repeat, None for a gap."""
+        expected = self.received + 1
+        if seq == expected:
+            self.received = seq
+            return True
+        if seq < expected:
+            return False
+        return None
+
+
+class ReplayLog:
+    """The sending side's bounded log of numbered messages the peer may still need.
+
+    Messages stay until acknowledged, and at most ``limit`` are kept: when a
+    push would exceed it, the oldest is forgotten and a later resume that
+    needs it raises :class:`ReplayGap` (the hub then resets the session and
+    says so, rather than pretending nothing was lost).
+    """
+
+    __slots__ = ("_entries", "limit", "next_seq")
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError(f"replay limit must be >= 1, got {limit!r}")
+        self.limit = limit
+        self.next_seq = 1
+        self._entries: deque[Payload] = deque()
+
+    @property
+    def oldest(self) -> int:
+        """Sequence number of the oldest message kept (``next_seq`` when empty)."""
+        return self.next_seq - len(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def push(self, payload: Payload) -> int:
+        """Number and keep ``payload``; returns its sequence number."""
+        if len(self._entries) >= self.limit:
+            self._entries.popleft()
+        self._entries.append(payload)
+        seq = self.next_seq
+        self.next_seq = seq + 1
+        return seq
+
+    def ack(self, seq: int) -> None:
+        """Forget every message numbered ``<= seq`` (cumulative; stale acks do nothing)."""
+        drop = min(seq - self.oldest + 1, len(self._entries))
+        for _ in range(max(drop, 0)):
+            self._entries.popleft()
+
+    def after(self, seq: int) -> Iterator[tuple[int, Payload]]:
+        """Yield ``(seq, payload)`` for every kept message numbered ``> seq``, in order.
+
+        Raises:
+            ReplayGap: if a message numbered ``> seq`` was already forgotten.
+        """
+        oldest = self.oldest
+        if seq + 1 < oldest:
+            raise ReplayGap(seq + 1, oldest)
+        start = seq + 1 - oldest
+        for index in range(max(start, 0), len(self._entries)):
+            yield oldest + index, self._entries[index]
+
+    def can_resume(self, seq: int) -> bool:
+        """True when every message after ``seq`` is still kept."""
+        return seq + 1 >= self.oldest and seq < self.next_seq
+
+
+@dataclass(eq=False)
+class ClientSession:
+    """A connection's hub session: it outlives links and spans transports.
+
+    Attributes:
+        id: The hub's session id (``None`` until a hub named one).
+        inbound: What was delivered from the hub (so a new link asks for the rest).
+    """
+
+    id: str | None = None
+    inbound: Inbound | None = None
+
+    def __post_init__(self) -> None:
+        if self.inbound is None:
+            self.inbound = Inbound()
+
+    @property
+    def received(self) -> int:
+        """Sequence number of the last hub message delivered."""
+        assert self.inbound is not None
+        return self.inbound.received
+
+    def start(self, session_id: str, resumed: bool) -> None:
+        """Adopt ``session_id``; a session that was not resumed starts numbering afresh."""
+        assert self.inbound is not None
+        if not resumed or session_id != self.id:
+            self.inbound = Inbound()
+        self.id = session_id
+
+    def forget(self) -> None:
+        """Drop the session (the hub no longer knows it): the next link starts a new one."""
+        self.id = None
+        self.inbound = Inbound()
