@@ -9,6 +9,7 @@ state and messages as observables.
 from __future__ import annotations
 
 from . import errors, states, testing, transport
+from .aio.websocket import websocket
 from .backoff import Backoff
 from .connection import Connection
 from .errors import (
@@ -52,4 +53,5 @@ __all__ = [
     "states",
     "testing",
     "transport",
+    "websocket",
 ]

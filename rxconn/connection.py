@@ -26,6 +26,7 @@ from reactivex.disposable import Disposable, SerialDisposable
 from ._core._idle import idle_timeout_
 from ._core._outbox import Outbox
 from ._core._retry import AttemptStarted, Paused, Retrying, retry_with_backoff_
+from ._multicast import Multicast
 from ._scheduler import default_scheduler, report_exception
 from .backoff import Backoff
 from .errors import (
@@ -46,10 +47,6 @@ _DISCONNECTED = Disconnected()
 
 def _is_opened(event: object) -> bool:
     return type(event) is Opened
-
-
-def _ignore(_: Payload) -> None:
-    """Dispatch target while nobody subscribes to ``messages`` (the stream is hot)."""
 
 
 class Connection:
@@ -95,8 +92,7 @@ class Connection:
 
         self._state: State = _DISCONNECTED
         self._state_observers: tuple[abc.ObserverBase[State], ...] = ()
-        self._message_observers: tuple[abc.ObserverBase[Payload], ...] = ()
-        self._dispatch: Callable[[Payload], None] = _ignore
+        self._messages: Multicast[Payload] = Multicast("messages", self._add_interest)
 
         self._interest = 0
         self._running = False
@@ -109,7 +105,7 @@ class Connection:
 
         self.state: Observable[State] = Observable(self._subscribe_state)
         """Current state on subscribe, then each change (no repeats). Subscribing is interest."""
-        self.messages: Observable[Payload] = Observable(self._subscribe_messages)
+        self.messages: Observable[Payload] = self._messages.observable
         """Hot stream of received payloads (text as ``str``, binary as ``bytes``), in order.
 
         Subscribing is interest. Payloads that arrive while nobody subscribes
@@ -185,12 +181,9 @@ class Connection:
         self._stop_pipeline()
         self._set_state(_DISCONNECTED)
         state_observers, self._state_observers = self._state_observers, ()
-        message_observers, self._message_observers = self._message_observers, ()
-        self._dispatch = _ignore
         for observer in state_observers:
             self._guard(observer.on_completed)
-        for message_observer in message_observers:
-            self._guard(message_observer.on_completed)
+        self._messages.complete()
         unsent = self._outbox.snapshot()
         self._outbox = Outbox(self._outbox.max_size)
         return unsent
@@ -285,7 +278,7 @@ class Connection:
         kind = type(event)
         if kind is str or kind is bytes:
             try:
-                self._dispatch(event)
+                self._messages.emit(event)
             except Exception as exc:  # a user's on_next must not kill the link
                 report_exception("rxconn: a messages observer raised", exc)
         elif kind is Acked:
@@ -388,49 +381,5 @@ class Connection:
 
         return Disposable(dispose)
 
-    def _subscribe_messages(
-        self, observer: abc.ObserverBase[Payload], scheduler: abc.SchedulerBase | None = None
-    ) -> abc.DisposableBase:
-        if self._closed:
-            observer.on_completed()
-            return Disposable()
-        self._message_observers = (*self._message_observers, observer)
-        self._rebuild_dispatch()
-        try:
-            release = self._add_interest(scheduler)
-        except Exception:
-            self._drop_message_observer(observer)
-            raise
-
-        def dispose() -> None:
-            self._drop_message_observer(observer)
-            release()
-
-        return Disposable(dispose)
-
     def _drop_state_observer(self, observer: abc.ObserverBase[State]) -> None:
         self._state_observers = tuple(o for o in self._state_observers if o is not observer)
-
-    def _drop_message_observer(self, observer: abc.ObserverBase[Payload]) -> None:
-        self._message_observers = tuple(o for o in self._message_observers if o is not observer)
-        self._rebuild_dispatch()
-
-    def _rebuild_dispatch(self) -> None:
-        """Pick the cheapest way to deliver a payload to the current message observers.
-
-        With one observer (the common case) delivery is one direct call: no
-        Subject, no loop. With several, each gets it in subscription order.
-        """
-        observers = self._message_observers
-        if not observers:
-            self._dispatch = _ignore
-        elif len(observers) == 1:
-            self._dispatch = observers[0].on_next
-        else:
-            guard = self._guard
-
-            def fan_out(payload: Payload) -> None:
-                for observer in observers:
-                    guard(observer.on_next, payload)
-
-            self._dispatch = fan_out

@@ -253,13 +253,13 @@ def encode_event(
     if event is not None:
         if "\r" in event or "\n" in event:
             raise ValueError(f"event name must not contain CR or LF: {event!r}")
-        parts.append(f"event: {event}\n" if event else "event\n")
+        parts.append(f"event: {event}\n" if event else "event:\n")
     if id is not None:
         if "\r" in id or "\n" in id:
             raise ValueError(f"event id must not contain CR or LF: {id!r}")
         if "\x00" in id:
             raise ValueError(f"event id must not contain NUL: {id!r}")
-        parts.append(f"id: {id}\n" if id else "id\n")
+        parts.append(f"id: {id}\n" if id else "id:\n")
     if retry is not None:
         if isinstance(retry, bool) or not isinstance(retry, int):
             raise TypeError(f"retry must be an int, not {type(retry).__name__}")
@@ -267,7 +267,7 @@ def encode_event(
             raise ValueError(f"retry must be non-negative: {retry}")
         parts.append(f"retry: {retry}\n")
     for line in _split_lines(data):
-        parts.append(f"data: {line}\n" if line else "data\n")
+        parts.append(f"data: {line}\n" if line else "data:\n")
     parts.append("\n")
     return "".join(parts).encode("utf-8")
 

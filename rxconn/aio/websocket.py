@@ -176,6 +176,7 @@ class WebSocketTransport:
             observer: abc.ObserverBase[LinkEvent], scheduler_: abc.SchedulerBase | None = None
         ) -> abc.DisposableBase:
             task = TASKS.spawn(self._run(observer, ctx), name=f"rxconn websocket {self.url}")
+
             def dispose() -> None:
                 task.cancel()
 
@@ -267,12 +268,13 @@ class WebSocketTransport:
             await self._probe(ws)
         observer.on_next(Opened(link, "websocket", next_seq))
         pongs = [0]  # pongs received so far, shared by the reader and the heartbeat
+        # Children of this task: awaited below, so they are not TASKS' to report.
         tasks = [
-            TASKS.spawn(self._read(ws, link, hub, observer, pongs), name="rxconn websocket reader"),
-            TASKS.spawn(link.run_writer(observer), name="rxconn websocket writer"),
+            asyncio.create_task(self._read(ws, link, hub, observer, pongs)),
+            asyncio.create_task(link.run_writer(observer)),
         ]
         if self.heartbeat is not None:
-            tasks.append(TASKS.spawn(self._heartbeat(ws, pongs), name="rxconn websocket ping"))
+            tasks.append(asyncio.create_task(self._heartbeat(ws, pongs)))
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             first = next(iter(done))

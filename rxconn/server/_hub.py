@@ -1,0 +1,120 @@
+"""The Hub: session registry, broadcast, limits, and the aiohttp application."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable
+
+from aiohttp import web
+from reactivex import Observable
+
+from .._multicast import Multicast
+from ..transport import Payload
+from ._session import Session
+
+
+__all__ = ["Hub"]
+
+
+class Hub:
+    """A reference server speaking both rxconn transports, with hub sessions.
+
+    Args:
+        echo: Send every received message back to its session.
+        ping_interval: Seconds between WebSocket pings and SSE ping comments
+            (keep it well inside the clients' ``idle_timeout``).
+        session_grace: Seconds a session outlives its last link (30 s).
+        replay_limit: Messages kept per session for replay (10,000); a
+            client that falls further behind has its session ended, and is
+            told so (410 Gone / a fresh session) rather than missing messages
+            silently.
+        max_message_size: Largest message accepted from a client (4 MiB);
+            a larger WebSocket frame closes the link with 1009, a larger POSTed
+            message gets 413.
+        max_body_size: Largest POST body (16 MiB); larger gets 413.
+        allowed_origins: Exact origins (``"https://app.example"``) allowed
+            cross-origin; same-origin (and non-browser) requests are always
+            allowed, others get 403.
+    """
+
+    def __init__(
+        self,
+        *,
+        echo: bool = False,
+        ping_interval: float = 15.0,
+        session_grace: float = 30.0,
+        replay_limit: int = 10_000,
+        max_message_size: int = 4 * 1024 * 1024,
+        max_body_size: int = 16 * 1024 * 1024,
+        allowed_origins: Iterable[str] = (),
+    ) -> None:
+        if not ping_interval > 0:
+            raise ValueError(f"ping_interval must be > 0, got {ping_interval!r}")
+        if not session_grace >= 0:
+            raise ValueError(f"session_grace must be >= 0, got {session_grace!r}")
+        if replay_limit < 1:
+            raise ValueError(f"replay_limit must be >= 1, got {replay_limit!r}")
+        self.echo = echo
+        self.ping_interval = ping_interval
+        self.session_grace = session_grace
+        self.replay_limit = replay_limit
+        self.max_message_size = max_message_size
+        self.max_body_size = max_body_size
+        self.allowed_origins = frozenset(allowed_origins)
+        self._sessions: dict[str, Session] = {}
+        self._new_sessions: Multicast[Session] = Multicast("hub.sessions")
+        self.links: set[object] = set()
+        """Every open server link (for prompt shutdown)."""
+
+    @property
+    def sessions(self) -> Observable[Session]:
+        """Hot: each new session, once (not once per link), before its first message."""
+        return self._new_sessions.observable
+
+    def session(self, session_id: str) -> Session | None:
+        """The live session named ``session_id``, if any."""
+        return self._sessions.get(session_id)
+
+    @property
+    def live_sessions(self) -> list[Session]:
+        """Every session that has not ended."""
+        return list(self._sessions.values())
+
+    def broadcast(self, payload: Payload) -> int:
+        """Send ``payload`` to every live session (linked or within its grace); returns how many."""
+        sessions = list(self._sessions.values())
+        for session in sessions:
+            if not session.ended:
+                session.send(payload)
+        return len(sessions)
+
+    def app(self) -> web.Application:
+        """A ``web.Application`` with the hub's routes; mount it with ``add_subapp(prefix, …)``."""
+        from ._routes import add_routes
+
+        app = web.Application(client_max_size=self.max_body_size)
+        add_routes(app, self)
+        app.on_shutdown.append(self._on_shutdown)
+        return app
+
+    async def _on_shutdown(self, _: web.Application) -> None:
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        """End every session and close every link now (WebSocket close 1001)."""
+        for session in list(self._sessions.values()):
+            session.end("hub shutting down", code=1001)
+        for link in list(self.links):
+            link.close(1001, "hub shutting down")  # type: ignore[attr-defined]
+
+    # ------------------------------------------------------------ internal
+
+    def _create(self, kind: str) -> Session:
+        session = Session(self, secrets.token_urlsafe(12), kind)
+        self._sessions[session.id] = session
+        self._new_sessions.send(session)
+        return session
+
+    def _forget(self, session: Session) -> None:
+        if self._sessions.get(session.id) is session:
+            del self._sessions[session.id]
