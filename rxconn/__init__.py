@@ -8,7 +8,7 @@ state and messages as observables.
 
 from __future__ import annotations
 
-from . import errors, states, testing, transport
+from . import aio, errors, states, testing, transport
 from .aio.websocket import websocket
 from .backoff import Backoff
 from .connection import Connection
@@ -16,6 +16,7 @@ from .errors import (
     BufferFullError,
     ConnectionClosedError,
     ConnectionLost,
+    InvalidURL,
     OpenTimeout,
     ProtocolError,
     RetriesExhausted,
@@ -39,6 +40,7 @@ __all__ = [
     "ConnectionLost",
     "Disconnected",
     "Errored",
+    "InvalidURL",
     "Link",
     "LinkContext",
     "OpenTimeout",
@@ -49,6 +51,7 @@ __all__ = [
     "State",
     "Transport",
     "TransportError",
+    "aio",
     "errors",
     "states",
     "testing",

@@ -36,6 +36,7 @@ from .errors import (
     TransportError,
     is_retryable,
 )
+from .session import ClientSession
 from .states import Connected, Connecting, Disconnected, Errored, State
 from .transport import Acked, Link, LinkContext, LinkEvent, Opened, Payload, Transport, Trying
 
@@ -88,7 +89,7 @@ class Connection:
         self._online = online
         self._scheduler = scheduler
         self._outbox = Outbox(max_buffer)
-        self._session: Any = None
+        self._session = ClientSession()  # the hub session outlives links and interest
 
         self._state: State = _DISCONNECTED
         self._state_observers: tuple[abc.ObserverBase[State], ...] = ()
@@ -178,6 +179,9 @@ class Connection:
         if self._closed:
             return []
         self._closed = True
+        quit_session = getattr(self._link, "quit", None)
+        if callable(quit_session):
+            quit_session()  # the link ends the hub session as it closes
         self._stop_pipeline()
         self._set_state(_DISCONNECTED)
         state_observers, self._state_observers = self._state_observers, ()

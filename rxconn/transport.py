@@ -63,6 +63,10 @@ class Link(Protocol):
         ...
 
 
+# Links may also offer ``quit()``: called by ``Connection.close()`` on the open
+# link so that it ends the hub session as it closes (instead of letting it expire).
+
+
 @dataclass(frozen=True, slots=True)
 class Opened:
     """The link is open; ``transport`` names its kind (``"websocket"``, ``"http"``).

@@ -73,12 +73,17 @@ class WebSocketLink:
 
     def __init__(self, ws: aiohttp.ClientWebSocketResponse, hub: HubSession | None) -> None:
         self._ws = ws
-        self._hub = hub
+        self.hub = hub
         self._queue: deque[Payload] = deque()
         self._controls: deque[str] = deque()
         self._wake = asyncio.Event()
         self._next_seq: int | None = None
         self.closed = False
+        self.quitting = False
+
+    def quit(self) -> None:
+        """End the hub session when this link closes (``Connection.close()``)."""
+        self.quitting = True
 
     def write(self, first_seq: int, payloads: Sequence[Payload]) -> None:
         if self.closed:
@@ -99,7 +104,7 @@ class WebSocketLink:
     async def run_writer(self, observer: abc.ObserverBase[LinkEvent]) -> None:
         """Send queued frames in order; for plain links, acknowledge each batch once sent."""
         ws, queue, controls = self._ws, self._queue, self._controls
-        plain = self._hub is None
+        plain = self.hub is None
         while True:
             await self._wake.wait()
             self._wake.clear()
@@ -157,6 +162,7 @@ class WebSocketTransport:
         self.hub = hub
         self.session = session
         self.ssl = ssl
+        self._previous: asyncio.Task[None] | None = None
 
     @property
     def name(self) -> str:
@@ -175,7 +181,11 @@ class WebSocketTransport:
         def subscribe(
             observer: abc.ObserverBase[LinkEvent], scheduler_: abc.SchedulerBase | None = None
         ) -> abc.DisposableBase:
-            task = TASKS.spawn(self._run(observer, ctx), name=f"rxconn websocket {self.url}")
+            previous = self._previous
+            task = TASKS.spawn(
+                self._run(observer, ctx, previous), name=f"rxconn websocket {self.url}"
+            )
+            self._previous = task
 
             def dispose() -> None:
                 task.cancel()
@@ -186,8 +196,17 @@ class WebSocketTransport:
 
     # ------------------------------------------------------------- the task
 
-    async def _run(self, observer: abc.ObserverBase[LinkEvent], ctx: LinkContext) -> None:
+    async def _run(
+        self,
+        observer: abc.ObserverBase[LinkEvent],
+        ctx: LinkContext,
+        previous: asyncio.Task[None] | None,
+    ) -> None:
         try:
+            if previous is not None and not previous.done():
+                # Break before make: the previous link of this transport finishes
+                # closing first, so the server never sees two links of ours at once.
+                await asyncio.wait((previous,))
             await self._link(observer, ctx)
         except asyncio.CancelledError:
             raise  # disposal: the finally blocks below closed everything
@@ -213,7 +232,7 @@ class WebSocketTransport:
         ctx: LinkContext,
     ) -> None:
         offer = self.protocols
-        if self.hub and not ctx.probe and wire.SUBPROTOCOL not in offer:
+        if self.hub and wire.SUBPROTOCOL not in offer:
             offer = (wire.SUBPROTOCOL, *offer)
         try:
             async with asyncio.timeout(self.open_timeout):
@@ -231,16 +250,18 @@ class WebSocketTransport:
             raise
         except Exception as exc:
             raise translate("websocket", self.url, exc, opening=True) from exc
+        link = WebSocketLink(ws, None)
         try:
-            await self._serve(ws, observer, ctx)
+            await self._serve(ws, link, observer, ctx)
         finally:
-            await self._close(ws)
+            link.closed = True
+            await self._close(ws, link)
 
-    async def _close(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+    async def _close(self, ws: aiohttp.ClientWebSocketResponse, link: WebSocketLink) -> None:
         if ws.closed:
             return
         try:
-            await asyncio.shield(ws.close())
+            await asyncio.shield(self._goodbye(ws, link))
         except asyncio.CancelledError:
             # Cancelled again while closing: drop the connection without the handshake.
             with contextlib.suppress(Exception):
@@ -250,20 +271,27 @@ class WebSocketTransport:
             with contextlib.suppress(Exception):
                 ws._response.close()  # noqa: SLF001
 
+    async def _goodbye(self, ws: aiohttp.ClientWebSocketResponse, link: WebSocketLink) -> None:
+        if link.quitting and link.hub is not None:
+            with contextlib.suppress(Exception):
+                await ws.send_str(wire.QUIT)
+        await ws.close()
+
     async def _serve(
         self,
         ws: aiohttp.ClientWebSocketResponse,
+        link: WebSocketLink,
         observer: abc.ObserverBase[LinkEvent],
         ctx: LinkContext,
     ) -> None:
         hub: HubSession | None = None
         next_seq: int | None = None
-        if ws.protocol == wire.SUBPROTOCOL:
+        if ws.protocol == wire.SUBPROTOCOL and not ctx.probe:  # a probe sends no hello
             hub = ctx.session if isinstance(ctx.session, HubSession) else HubSession()
             if not isinstance(ctx.session, HubSession):
                 ctx.session = hub
             next_seq = await self._handshake(ws, hub)
-        link = WebSocketLink(ws, hub)
+        link.hub = hub
         if ctx.probe:
             await self._probe(ws)
         observer.on_next(Opened(link, "websocket", next_seq))
@@ -277,8 +305,18 @@ class WebSocketTransport:
             tasks.append(asyncio.create_task(self._heartbeat(ws, pongs)))
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            first = next(iter(done))
-            first.result()  # re-raise the first failure (or _Done)
+            reader = tasks[0]
+            first = reader if reader in done else next(iter(done))
+            if first is not reader and isinstance(
+                first.exception(), aiohttp.ClientConnectionError | ConnectionError
+            ):
+                # A write hit a closing socket: the reader is about to learn why.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(CLOSE_TIMEOUT):
+                        await asyncio.wait((reader,))
+                if reader.done():
+                    first = reader
+            first.result()  # re-raise the failure (or _Done)
             raise ConnectionLost("websocket", "link task ended unexpectedly")
         finally:
             link.closed = True

@@ -198,6 +198,11 @@ async def _serve_link(
         for task in (writer, reader, stop):
             task.cancel()
         await asyncio.gather(writer, reader, stop, return_exceptions=True)
+        if v1 and not ws.closed:
+            # A last cumulative ack, so a graceful close (shutdown, replacement)
+            # leaves the client nothing to resend.
+            with contextlib.suppress(Exception):
+                await ws.send_str(wire.encode_ack(session.inbound.received))
         if link.close_code is not None and closer.code is None:
             closer.code, closer.reason = link.close_code, link.close_reason
         session.detach(link)

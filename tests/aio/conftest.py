@@ -1,0 +1,28 @@
+"""Fixtures for adapter tests: a real hub on 127.0.0.1, and a leak check after each test."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest_asyncio
+
+from rxconn.aio import TASKS, drain
+from rxconn.server import Hub, Server, serve
+
+
+@pytest_asyncio.fixture
+async def hub_server() -> AsyncIterator[Server]:
+    """An echoing hub with short timers, served on a free loopback port."""
+    async with serve(Hub(echo=True, ping_interval=1.0, session_grace=5.0)) as server:
+        yield server
+
+
+@pytest_asyncio.fixture(autouse=True)
+async def no_leaked_tasks() -> AsyncIterator[None]:
+    """Every test must leave no rxconn task running once teardown had its chance."""
+    yield
+    await drain(10.0)
+    assert TASKS.running() == []
+    others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    assert [t for t in others if "rxconn" in repr(t.get_coro())] == []
