@@ -22,7 +22,7 @@ from rxconn.sse import SSEDecoder  # noqa: E402
 
 CHUNK = 16 * 1024
 STREAM_BYTES = 16 * 1024 * 1024
-REPEATS = 3
+REPEATS = 5
 
 
 class BaselineParser:

@@ -483,7 +483,8 @@ def test_encode_event_wire_format() -> None:
         encode_event("a\nb", event="x", id="1", retry=5)
         == b"event: x\nid: 1\nretry: 5\ndata: a\ndata: b\n\n"
     )
-    assert encode_event("") == b"data\n\n"
+    assert encode_event("") == b"data:\n\n"
+    assert encode_event("a\n", id="", event="") == b"event:\nid:\ndata: a\ndata:\n\n"
     assert encode_event("hi") == b"data: hi\n\n"
 
 

@@ -1,4 +1,4 @@
-"""The WebSocket transport against real loopback servers: the hub, custom aiohttp apps, websockets."""
+"""The WebSocket transport against loopback servers: the hub, custom aiohttp apps, websockets."""
 
 from __future__ import annotations
 
@@ -35,8 +35,11 @@ FAST = Backoff(initial=0.02, max_delay=0.2, jitter=0.0)
 
 def connect_ws(url: str, **kw: object) -> rxconn.Connection:
     options: dict[str, object] = {"backoff": FAST, "idle_timeout": 5.0}
-    transport_kw = {k: kw.pop(k) for k in list(kw) if k in ("hub", "heartbeat", "open_timeout",
-                                                              "max_message_size", "headers")}
+    transport_kw = {
+        k: kw.pop(k)
+        for k in list(kw)
+        if k in ("hub", "heartbeat", "open_timeout", "max_message_size", "headers")
+    }
     options.update(kw)
     return rxconn.Connection(rxconn.websocket(url, **transport_kw), **options)  # type: ignore[arg-type]
 
@@ -347,6 +350,7 @@ async def test_handshake_refusals_are_fatal(status: int) -> None:
 
 async def test_503_with_retry_after_is_honoured() -> None:
     """429/503 with Retry-After: the next attempt waits the advised delay."""
+
     async def busy(request: web.Request) -> web.StreamResponse:
         return web.Response(status=503, headers={"Retry-After": "7"})
 
@@ -378,6 +382,7 @@ async def test_500_is_retried() -> None:
 
 async def test_not_a_websocket_endpoint_is_a_fatal_protocol_error() -> None:
     """A plain 200 answer to the upgrade is a protocol mismatch: fatal ProtocolError."""
+
     async def page(request: web.Request) -> web.StreamResponse:
         return web.Response(text="hello")
 
@@ -392,6 +397,7 @@ async def test_not_a_websocket_endpoint_is_a_fatal_protocol_error() -> None:
 @pytest.mark.parametrize(("code", "delay"), [(1012, 2.0), (1013, 5.0)])
 async def test_close_1012_1013_reconnects_after_the_advised_delay(code: int, delay: float) -> None:
     """The server closing with 1012/1013 advises a delay before reconnecting."""
+
     async def close_now(ws: web.WebSocketResponse, request: web.Request) -> None:
         await ws.close(code=code)
 
@@ -423,6 +429,7 @@ async def test_close_1000_reconnects_with_backoff() -> None:
 
 async def test_server_close_1009_is_a_protocol_error() -> None:
     """A server closing with 1009 (message too big) surfaces as ProtocolError."""
+
     async def too_big(ws: web.WebSocketResponse, request: web.Request) -> None:
         await ws.close(code=1009)
 
@@ -435,6 +442,7 @@ async def test_server_close_1009_is_a_protocol_error() -> None:
 
 async def test_missing_pong_is_a_lost_link() -> None:
     """A server that never answers pings: the heartbeat declares the link dead."""
+
     async def deaf(ws: web.WebSocketResponse, request: web.Request) -> None:
         await asyncio.sleep(30)
 
@@ -448,6 +456,7 @@ async def test_missing_pong_is_a_lost_link() -> None:
 
 async def test_open_timeout_bounds_the_handshake() -> None:
     """A server that never completes the upgrade: OpenTimeout, retried."""
+
     async def never(request: web.Request) -> web.StreamResponse:
         await asyncio.sleep(30)
         return web.Response()
@@ -462,6 +471,7 @@ async def test_open_timeout_bounds_the_handshake() -> None:
 
 async def test_malformed_control_frame_from_a_v1_server_is_a_protocol_error() -> None:
     """Garbage where rxconn.v1 expects a tagged frame fails the link with ProtocolError."""
+
     async def garbage(ws: web.WebSocketResponse, request: web.Request) -> None:
         await ws.receive()  # the hello
         await ws.send_str('w{"session": "s1", "last": 0, "resumed": false}')

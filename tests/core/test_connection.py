@@ -29,7 +29,11 @@ from rxconn import (
 from rxconn.testing import FakeTransport
 
 
-on_next, on_completed, subscribe = ReactiveTest.on_next, ReactiveTest.on_completed, ReactiveTest.subscribe
+on_next, on_completed, subscribe = (
+    ReactiveTest.on_next,
+    ReactiveTest.on_completed,
+    ReactiveTest.subscribe,
+)
 
 BOOM = ConnectionLost("websocket", "refused")
 FATAL = TransportError("websocket", "not found", status=404)
@@ -382,7 +386,7 @@ def test_jitter_stays_within_its_bounds() -> None:
 
 
 def test_max_attempts_gives_up_with_retries_exhausted() -> None:
-    """After max_attempts failures in a row: Errored(RetriesExhausted, retry_in=None), no more tries."""
+    """After max_attempts failures in a row: Errored(RetriesExhausted, retry_in=None)."""
     s = TestScheduler()
     ws = FakeTransport("websocket", "-#", error=BOOM)
     conn = make(ws, s, backoff=Backoff(initial=1.0, jitter=0.0, max_attempts=3))
@@ -469,7 +473,14 @@ def test_clean_close_by_peer_reconnects() -> None:
     conn.state.subscribe(states)
     s.advance_to(10)
     kinds = [m.value.value.kind for m in states.messages]
-    assert kinds == ["disconnected", "connecting", "connected", "errored", "connecting", "connected"]
+    assert kinds == [
+        "disconnected",
+        "connecting",
+        "connected",
+        "errored",
+        "connecting",
+        "connected",
+    ]
     err = states.messages[3].value.value.error
     assert isinstance(err, ConnectionLost) and "closed by the peer" in str(err)
 
@@ -511,7 +522,10 @@ def test_offline_pauses_retries_and_online_retries_at_once() -> None:
     s.advance_to(30)
     # fails at 1, retry due at 3; offline at 2 cancels it; online at 20 starts attempt 0.
     assert [sub.subscribe for sub in ws.subscriptions] == [0, 20, 23]
-    assert states.messages[3:5] == [on_next(2, Disconnected()), on_next(20, Connecting("websocket", 0))]
+    assert states.messages[3:5] == [
+        on_next(2, Disconnected()),
+        on_next(20, Connecting("websocket", 0)),
+    ]
     assert conn.current_state == Connected("websocket")
 
 
@@ -552,7 +566,9 @@ def test_state_has_no_repeats() -> None:
     assert all(a != b for a, b in zip(values, values[1:], strict=False))
 
 
-def test_a_raising_message_observer_does_not_kill_the_link(caplog: pytest.LogCaptureFixture) -> None:
+def test_a_raising_message_observer_does_not_kill_the_link(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """A user's on_next that raises is reported; the link and other observers go on."""
     s = TestScheduler()
     ws = FakeTransport("websocket", "-o-a-b-")
