@@ -9,6 +9,7 @@ state and messages as observables.
 from __future__ import annotations
 
 from . import aio, errors, states, testing, transport
+from .aio.httplink import http
 from .aio.websocket import websocket
 from .backoff import Backoff
 from .connection import Connection
@@ -17,6 +18,7 @@ from .errors import (
     ConnectionClosedError,
     ConnectionLost,
     InvalidURL,
+    MessageTooLarge,
     OpenTimeout,
     ProtocolError,
     RetriesExhausted,
@@ -41,6 +43,7 @@ __all__ = [
     "Disconnected",
     "Errored",
     "InvalidURL",
+    "MessageTooLarge",
     "Link",
     "LinkContext",
     "OpenTimeout",
@@ -53,6 +56,7 @@ __all__ = [
     "TransportError",
     "aio",
     "errors",
+    "http",
     "states",
     "testing",
     "transport",

@@ -32,6 +32,7 @@ from .backoff import Backoff
 from .errors import (
     ConnectionClosedError,
     ConnectionLost,
+    MessageTooLarge,
     RxconnError,
     TransportError,
     is_retryable,
@@ -89,6 +90,8 @@ class Connection:
         self._online = online
         self._scheduler = scheduler
         self._outbox = Outbox(max_buffer)
+        limit = getattr(transport, "max_send_size", None)
+        self._max_message_size: int | None = limit if isinstance(limit, int) else None
         self._session = ClientSession()  # the hub session outlives links and interest
 
         self._state: State = _DISCONNECTED
@@ -144,6 +147,7 @@ class Connection:
         Raises:
             ConnectionClosedError: after ``close()``.
             BufferFullError: when ``max_buffer`` payloads already wait.
+            MessageTooLarge: when the transport declares a smaller ``max_send_size``.
             TypeError: for anything but ``str`` or bytes-like data.
         """
         if self._closed:
@@ -156,6 +160,11 @@ class Connection:
                 payload = bytes(payload)
             else:
                 raise TypeError(f"send() takes str or bytes, got {kind.__name__}")
+        limit = self._max_message_size
+        if limit is not None and len(payload) * 4 > limit:  # cheap check first: 4 bytes/char max
+            size = len(payload.encode()) if type(payload) is str else len(payload)
+            if size > limit:
+                raise MessageTooLarge(size, limit)
         self._outbox.push(payload)
         if self._link is not None:
             self._flush()

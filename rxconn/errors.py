@@ -6,6 +6,7 @@
         * ConnectionLost      (an open link died: reset, missed pong, idle, peer closed)
         * ProtocolError       (the peer broke the SSE, wire or WebSocket rules)
     * BufferFullError         (``send()`` past ``max_buffer``)
+    * MessageTooLarge         (also a ValueError: a payload the transport cannot carry)
     * ConnectionClosedError   (``send()``/``connect()`` after ``close()``)
     * RetriesExhausted        (``max_attempts`` failed in a row; ``__cause__`` is the last error)
     * SessionExpired          (the hub no longer knows our session: 410 Gone; retried)
@@ -32,6 +33,7 @@ __all__ = [
     "TransportError",
     "FATAL_STATUSES",
     "InvalidURL",
+    "MessageTooLarge",
     "is_retryable",
     "safe_url",
 ]
@@ -113,6 +115,22 @@ class BufferFullError(RxconnError):
 
     def __str__(self) -> str:
         return f"outbound buffer full ({self.max_buffer} payloads not yet accepted)"
+
+
+class MessageTooLarge(RxconnError, ValueError):
+    """``send()`` of a payload larger than the transport's ``max_send_size``.
+
+    Raised at once, so that a payload no link could ever carry never blocks the
+    ones behind it in the outbox.
+    """
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(size, limit)
+        self.size = size
+        self.limit = limit
+
+    def __str__(self) -> str:
+        return f"message of {self.size} bytes exceeds the transport's limit of {self.limit}"
 
 
 class ConnectionClosedError(RxconnError):

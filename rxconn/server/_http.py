@@ -23,6 +23,7 @@ SSE_HEADERS = {
     "Content-Type": "text/event-stream; charset=utf-8",
     "Cache-Control": "no-cache, no-transform",
     "X-Accel-Buffering": "no",
+    "X-Rxconn": "v1",  # tells an rxconn client to wait for the session event
 }
 RXCONN_HEADER = "X-Rxconn"
 
