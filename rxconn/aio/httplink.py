@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 from collections import deque
 from collections.abc import Collection, Mapping, Sequence
@@ -51,6 +52,8 @@ __all__ = ["HttpLink", "HttpTransport", "http"]
 RXCONN_HEADER: Final = "X-Rxconn"
 ACK_DELAY: Final = 0.25
 QUIT_TIMEOUT: Final = 1.0
+LARGE_BODY: Final = 512 * 1024
+"""Bodies this large go as a stream (aiohttp warns about big raw-bytes bodies)."""
 
 
 def _http_url(url: str) -> URL:
@@ -376,8 +379,9 @@ class HttpTransport:
                     size += len(payload)
                 acker.sent()
                 body = wire.encode_batch(wire.Batch(hub.id, first, tuple(batch), ack=hub.received))
+                data: bytes | io.BytesIO = body if len(body) < LARGE_BODY else io.BytesIO(body)
                 async with http.post(
-                    post, data=body, headers=headers, timeout=timeout, ssl=self.ssl
+                    post, data=data, headers=headers, timeout=timeout, ssl=self.ssl
                 ) as resp:
                     last = await self._answer(resp)
                 observer.on_next(Acked(last))
