@@ -80,6 +80,8 @@ class WebSocketLink:
         self._next_seq: int | None = None
         self.closed = False
         self.quitting = False
+        self.in_seq = 0
+        """Sequence number of the last hub message seen on this link."""
 
     def quit(self) -> None:
         """End the hub session when this link closes (``Connection.close()``)."""
@@ -290,7 +292,7 @@ class WebSocketTransport:
             hub = ctx.session if isinstance(ctx.session, HubSession) else HubSession()
             if not isinstance(ctx.session, HubSession):
                 ctx.session = hub
-            next_seq = await self._handshake(ws, hub)
+            next_seq = await self._handshake(ws, hub, link)
         link.hub = hub
         if ctx.probe:
             await self._probe(ws)
@@ -324,9 +326,12 @@ class WebSocketTransport:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _handshake(self, ws: aiohttp.ClientWebSocketResponse, hub: HubSession) -> int:
+    async def _handshake(
+        self, ws: aiohttp.ClientWebSocketResponse, hub: HubSession, link: WebSocketLink
+    ) -> int:
         """rxconn.v1: present the session, wait for the welcome; return the next seq to send."""
-        await ws.send_str(wire.encode_hello(wire.Hello(hub.id, hub.received)))
+        last = hub.received if hub.id is not None else 0
+        await ws.send_str(wire.encode_hello(wire.Hello(hub.id, last)))
         try:
             async with asyncio.timeout(self.open_timeout):
                 msg = await ws.receive()
@@ -339,6 +344,8 @@ class WebSocketTransport:
                 raise ProtocolError("websocket", f"bad welcome: {exc}", fatal=True) from exc
             if isinstance(control, wire.Welcome):
                 hub.start(control.session, control.resumed)
+                # The hub numbers what it sends from our "last" on (from 0 when new).
+                link.in_seq = last if control.resumed else 0
                 return control.last + 1
             if isinstance(control, wire.Refusal):
                 if control.status == 410:
@@ -404,6 +411,7 @@ class WebSocketTransport:
                     raise self._closed_error(ws, msg)
         inbound = hub.inbound
         assert inbound is not None
+        seq = link.in_seq
         unacked = 0
         loop = asyncio.get_running_loop()
         ack_timer: asyncio.TimerHandle | None = None
@@ -420,8 +428,12 @@ class WebSocketTransport:
                 kind = msg.type
                 if kind is BINARY or (kind is TEXT and msg.data[:1] == wire.TAG_MESSAGE):
                     data = msg.data if kind is BINARY else msg.data[1:]
-                    if inbound.accept(inbound.received + 1):
+                    seq += 1
+                    verdict = inbound.accept(seq)
+                    if verdict:
                         on_next(data)
+                    elif verdict is None:
+                        raise ProtocolError("websocket", f"gap in the hub's messages at {seq}")
                     unacked += 1
                     if unacked >= ACK_EVERY:
                         if ack_timer is not None:

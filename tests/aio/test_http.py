@@ -268,7 +268,7 @@ async def test_failed_post_keeps_payloads_and_delivers_them_after_reconnect() ->
 async def test_resume_after_the_stream_is_cut_has_no_gap_and_no_duplicate(
     hub_server: Server,
 ) -> None:
-    """The hub ends the SSE stream mid-flow: the client resumes with Last-Event-ID, loses nothing."""
+    """The hub ends the SSE stream mid-flow: the client resumes (Last-Event-ID), loses nothing."""
     hub = hub_server.hub
     conn = connect_http(hub_server.url + "/events")
     rec = Recorder(conn.messages)
