@@ -9,6 +9,8 @@ state and messages as observables.
 from __future__ import annotations
 
 from . import aio, errors, states, testing, transport
+from ._core._fallback import Fallback, fallback
+from ._shortcuts import connection
 from .aio.httplink import http
 from .aio.websocket import websocket
 from .backoff import Backoff
@@ -42,6 +44,7 @@ __all__ = [
     "ConnectionLost",
     "Disconnected",
     "Errored",
+    "Fallback",
     "InvalidURL",
     "MessageTooLarge",
     "Link",
@@ -55,7 +58,9 @@ __all__ = [
     "Transport",
     "TransportError",
     "aio",
+    "connection",
     "errors",
+    "fallback",
     "http",
     "states",
     "testing",

@@ -1,0 +1,67 @@
+"""connection(base_url): the one-line way to a hub, WebSocket first with HTTP fallback."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from reactivex import Observable, abc
+
+from ._core._fallback import fallback
+from .aio.httplink import http
+from .aio.websocket import websocket
+from .backoff import Backoff
+from .connection import Connection
+
+
+__all__ = ["connection"]
+
+
+def connection(
+    base_url: str,
+    *,
+    timeout: float = 2.0,
+    upgrade_interval: float | None = 30.0,
+    headers: Mapping[str, str] | None = None,
+    heartbeat: float | None = 15.0,
+    open_timeout: float = 10.0,
+    backoff: Backoff | None = None,
+    idle_timeout: float | None = 30.0,
+    max_buffer: int = 10_000,
+    online: Observable[bool] | None = None,
+    scheduler: abc.SchedulerBase | None = None,
+    **transport_options: Any,
+) -> Connection:
+    """``Connection(fallback(websocket(base_url + "/ws"), http(base_url + "/events")), ...)``.
+
+    Args:
+        base_url: The hub's base URL, e.g. ``server.url`` (``http://host:port/rx``).
+        timeout: Seconds WebSocket may take to open before HTTP is tried.
+        upgrade_interval: Seconds between probes back to WebSocket while on HTTP.
+        headers: Extra headers for both transports.
+        heartbeat: WebSocket ping interval.
+        open_timeout: Bound on each transport's own open.
+        backoff, idle_timeout, max_buffer, online, scheduler: see :class:`Connection`.
+        transport_options: Passed to both transports (e.g. ``session=``, ``ssl=``).
+    """
+    base = base_url.rstrip("/")
+    both = fallback(
+        websocket(
+            base + "/ws",
+            headers=headers,
+            heartbeat=heartbeat,
+            open_timeout=open_timeout,
+            **transport_options,
+        ),
+        http(base + "/events", headers=headers, open_timeout=open_timeout, **transport_options),
+        timeout=timeout,
+        upgrade_interval=upgrade_interval,
+    )
+    return Connection(
+        both,
+        backoff=backoff,
+        idle_timeout=idle_timeout,
+        max_buffer=max_buffer,
+        online=online,
+        scheduler=scheduler,
+    )
