@@ -43,7 +43,7 @@ from reactivex.disposable import (
 )
 from reactivex.subject import Subject
 
-from ..errors import OpenTimeout, RxconnError
+from ..errors import ConnectionLost, OpenTimeout, RxconnError
 from ..transport import LinkContext, LinkEvent, Opened, Transport, Trying
 from ._open import open_within_
 
@@ -346,9 +346,15 @@ class Fallback:
                     else:
                         inner.on_error(error)
 
-                return source.subscribe(
-                    inner.on_next, on_error, inner.on_completed, scheduler=scheduler_
-                )
+                def on_completed() -> None:
+                    # switch_latest waits for its outer stream to end too; the link
+                    # closing cleanly ends this attempt, so complete downstream now.
+                    if switching:
+                        held.append(ConnectionLost(preferred.name, "closed during the switch"))
+                    else:
+                        observer.on_completed()
+
+                return source.subscribe(inner.on_next, on_error, on_completed, scheduler=scheduler_)
 
             return Observable(subscribe)
 

@@ -65,6 +65,26 @@ class Hub:
         self._new_sessions: Multicast[Session] = Multicast("hub.sessions")
         self.links: set[object] = set()
         """Every open server link (for prompt shutdown)."""
+        self._websocket_enabled = True
+
+    @property
+    def websocket_enabled(self) -> bool:
+        """Whether ``GET {prefix}/ws`` accepts upgrades (True by default).
+
+        Setting it to False answers new upgrades with 503 and closes open
+        WebSocket links (1001), as a proxy that blocks WebSocket would: rxconn
+        clients with a fallback move to HTTP, and upgrade back once it is True
+        again. Meant for demos, notebooks and tests.
+        """
+        return self._websocket_enabled
+
+    @websocket_enabled.setter
+    def websocket_enabled(self, enabled: bool) -> None:
+        self._websocket_enabled = enabled
+        if not enabled:
+            for link in list(self.links):
+                if getattr(link, "transport", None) == "websocket":
+                    link.close(1001, "WebSocket disabled")  # type: ignore[attr-defined]
 
     @property
     def sessions(self) -> Observable[Session]:

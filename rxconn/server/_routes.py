@@ -40,6 +40,8 @@ def add_routes(app: web.Application, hub: Hub) -> None:
     async def websocket(request: web.Request) -> web.StreamResponse:
         if _cors(request, hub) is None:
             return _forbidden()
+        if not hub.websocket_enabled:
+            return web.json_response({"error": "WebSocket disabled"}, status=503)
         return await handle_websocket(request, hub)
 
     async def events(request: web.Request) -> web.StreamResponse:

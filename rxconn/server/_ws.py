@@ -114,6 +114,8 @@ async def handle_websocket(request: web.Request, hub: Hub) -> web.StreamResponse
 class _Closer:
     """Lets the hub close a socket from outside its handler (shutdown, replacement)."""
 
+    transport = "websocket"
+
     def __init__(self, ws: web.WebSocketResponse) -> None:
         self.ws = ws
         self.code: int | None = None

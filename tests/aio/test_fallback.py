@@ -158,3 +158,24 @@ async def test_probes_do_not_create_hub_sessions() -> None:
         assert len(sessions.items) == 1
         sessions.dispose()
         conn.close()
+
+
+async def test_hub_websocket_switch_drives_fallback_and_upgrade() -> None:
+    """hub.websocket_enabled = False moves clients to HTTP; True brings them back."""
+    from rxconn.server import serve
+
+    hub = Hub(echo=True, ping_interval=1.0)
+    async with serve(hub) as server:
+        conn = rxconn.connection(server.url, timeout=0.3, upgrade_interval=0.2, backoff=FAST)
+        rec = Recorder(conn.messages)
+        await reach(conn, lambda s: s == Connected("websocket"))
+        hub.websocket_enabled = False
+        await reach(conn, lambda s: s == Connected("http"))
+        conn.send("via http")
+        await rec.count(1)
+        hub.websocket_enabled = True
+        await reach(conn, lambda s: s == Connected("websocket"))
+        conn.send("via websocket")
+        assert await rec.count(2) == ["via http", "via websocket"]
+        rec.dispose()
+        conn.close()

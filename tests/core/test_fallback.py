@@ -251,3 +251,14 @@ def test_state_names_the_active_transport_and_timeout_error_type() -> None:
     assert not any(
         isinstance(st, Errored) and isinstance(st.error, OpenTimeout) for _, st in states
     )
+
+
+def test_a_clean_close_of_the_active_link_ends_the_attempt() -> None:
+    """A link that completes (peer closed cleanly) is reported and reconnected, via fallback too."""
+    ws = FakeTransport("websocket", "o--|", "o-----")
+    http = FakeTransport("http", "o---")
+    _, states = run(ws, http, 10, upgrade_interval=None)
+    kinds = [st.kind for _, st in states]
+    assert kinds == ["disconnected", "connecting", "connected", "errored", "connecting", "connected"]
+    assert ws.subscriptions == [subscribe(0, 3), subscribe(4, None)]
+    assert http.subscriptions == []
