@@ -259,6 +259,13 @@ def test_a_clean_close_of_the_active_link_ends_the_attempt() -> None:
     http = FakeTransport("http", "o---")
     _, states = run(ws, http, 10, upgrade_interval=None)
     kinds = [st.kind for _, st in states]
-    assert kinds == ["disconnected", "connecting", "connected", "errored", "connecting", "connected"]
+    assert kinds == [
+        "disconnected",
+        "connecting",
+        "connected",
+        "errored",
+        "connecting",
+        "connected",
+    ]
     assert ws.subscriptions == [subscribe(0, 3), subscribe(4, None)]
     assert http.subscriptions == []
