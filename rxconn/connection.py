@@ -19,7 +19,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import reactivex as rx
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable, SerialDisposable
 
@@ -234,10 +233,19 @@ class Connection:
         context = LinkContext(session=self._session)
         transport = self._transport
 
-        def open_link(_: abc.SchedulerBase | None = None) -> Observable[LinkEvent]:
-            return self._announce(transport.open(scheduler, context))
+        def open_link(
+            observer: abc.ObserverBase[LinkEvent], scheduler_: abc.SchedulerBase | None = None
+        ) -> abc.DisposableBase:
+            # One Observable both defers the open and announces the state: every
+            # layer here is one more call per message on the hot path.
+            self._announced = False
+            subscription = transport.open(scheduler, context).subscribe(
+                observer, scheduler=scheduler_
+            )
+            self._announce_default()  # Connecting(name), unless a Trying named the link
+            return subscription
 
-        attempt: Observable[Any] = rx.defer(open_link)
+        attempt: Observable[Any] = Observable(open_link)
         if self._idle_timeout is not None:
             attempt = attempt.pipe(
                 idle_timeout_(
@@ -268,19 +276,6 @@ class Connection:
         self._pipeline.disposable = None
 
     # ----------------------------------------------------------------- events
-
-    def _announce(self, source: Observable[LinkEvent]) -> Observable[LinkEvent]:
-        """Emit ``Connecting`` once the attempt subscribed, unless a ``Trying`` named the link."""
-
-        def subscribe(
-            observer: abc.ObserverBase[LinkEvent], scheduler: abc.SchedulerBase | None = None
-        ) -> abc.DisposableBase:
-            self._announced = False
-            subscription = source.subscribe(observer, scheduler=scheduler)
-            self._announce_default()
-            return subscription
-
-        return Observable(subscribe)
 
     def _announce_default(self) -> None:
         if not self._announced:

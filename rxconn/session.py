@@ -19,6 +19,7 @@ See ``docs/protocol.md`` for the frames that carry this over WebSocket
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -111,9 +112,9 @@ class ReplayLog:
         oldest = self.oldest
         if seq + 1 < oldest:
             raise ReplayGap(seq + 1, oldest)
-        start = seq + 1 - oldest
-        for index in range(max(start, 0), len(self._entries)):
-            yield oldest + index, self._entries[index]
+        start = max(seq + 1 - oldest, 0)
+        # islice walks the deque once (indexing a deque in the middle is O(n) per item).
+        return zip(itertools.count(oldest + start), itertools.islice(self._entries, start, None))
 
     def can_resume(self, seq: int) -> bool:
         """True when every message after ``seq`` is still kept."""

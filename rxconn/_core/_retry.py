@@ -99,9 +99,13 @@ def retry_with_backoff_(
                 holder = SingleAssignmentDisposable()
                 current.disposable = holder  # before subscribing: a sync error may replace it
 
+                watching = is_open is not None  # until the link opened (then skip the check)
+
                 def on_next(value: _T) -> None:
+                    nonlocal watching
                     if mine == generation:
-                        if is_open is not None and is_open(value):
+                        if watching and is_open is not None and is_open(value):
+                            watching = False
                             stable.disposable = sched.schedule_relative(
                                 backoff.stable_after, settle
                             )

@@ -46,7 +46,7 @@ CLEAN_CLOSE_CODES: Final = frozenset({1000, 1001})
 ADVISED_DELAY: Final = {1012: 2.0, 1013: 5.0}
 """Seconds to wait after close 1012 (restart) / 1013 (try later) when the reason names none."""
 SESSION_GONE_CODE: Final = 4410
-ACK_EVERY: Final = 64
+ACK_EVERY: Final = 1024
 ACK_DELAY: Final = 0.05
 CLOSE_TIMEOUT: Final = 2.0
 
@@ -75,7 +75,7 @@ class WebSocketLink:
         self._ws = ws
         self.hub = hub
         self._queue: deque[Payload] = deque()
-        self._controls: deque[str] = deque()
+        self._ack: str | None = None  # only the newest ack matters: they are cumulative
         self._wake = asyncio.Event()
         self._next_seq: int | None = None
         self.closed = False
@@ -98,20 +98,22 @@ class WebSocketLink:
             self._next_seq = first_seq + len(payloads)
             self._wake.set()
 
-    def control(self, frame: str) -> None:
-        """Queue a control frame (an ack) ahead of data."""
-        self._controls.append(frame)
+    def ack(self, frame: str) -> None:
+        """Queue an ack frame ahead of data, replacing any ack not yet sent."""
+        self._ack = frame
         self._wake.set()
 
     async def run_writer(self, observer: abc.ObserverBase[LinkEvent]) -> None:
         """Send queued frames in order; for plain links, acknowledge each batch once sent."""
-        ws, queue, controls = self._ws, self._queue, self._controls
+        ws, queue = self._ws, self._queue
         plain = self.hub is None
+        tag = wire.TAG_MESSAGE
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while controls:
-                await ws.send_str(controls.popleft())
+            if self._ack is not None:
+                frame, self._ack = self._ack, None
+                await ws.send_str(frame)
             sent = 0
             while queue:
                 payload = queue.popleft()
@@ -120,13 +122,13 @@ class WebSocketLink:
                 elif plain:
                     await ws.send_str(payload)  # type: ignore[arg-type]
                 else:
-                    await ws.send_str(wire.encode_text(payload))  # type: ignore[arg-type]
+                    await ws.send_str(tag + payload)  # type: ignore[operator]
                 sent += 1
-                if controls:
+                if self._ack is not None:
                     break
             if plain and sent and self._next_seq is not None:
                 observer.on_next(Acked(self._next_seq - len(queue) - 1))
-            if queue or controls:
+            if queue or self._ack is not None:
                 self._wake.set()
 
 
@@ -420,7 +422,7 @@ class WebSocketTransport:
             nonlocal unacked, ack_timer
             ack_timer = None
             unacked = 0
-            link.control(wire.encode_ack(inbound.received))
+            link.ack(wire.encode_ack(inbound.received))
 
         try:
             while True:

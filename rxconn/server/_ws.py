@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 __all__ = ["handle_websocket"]
 
 HELLO_TIMEOUT = 10.0
-ACK_EVERY = 64
+ACK_EVERY = 1024
 ACK_DELAY = 0.05
 
 
@@ -37,7 +37,7 @@ class WebSocketServerLink:
         self.v1 = v1
         self.cursor = cursor
         self._wake = asyncio.Event()
-        self._controls: list[str] = []
+        self._ack: str | None = None  # only the newest ack matters: they are cumulative
         self.close_code: int | None = None
         self.close_reason = ""
         self.closed = asyncio.Event()
@@ -45,8 +45,8 @@ class WebSocketServerLink:
     def wake(self) -> None:
         self._wake.set()
 
-    def control(self, frame: str) -> None:
-        self._controls.append(frame)
+    def ack(self, frame: str) -> None:
+        self._ack = frame
         self._wake.set()
 
     def close(self, code: int, reason: str) -> None:
@@ -63,10 +63,9 @@ class WebSocketServerLink:
             self._wake.clear()
             if self.close_code is not None:
                 return
-            if self._controls:
-                controls, self._controls = self._controls, []
-                for frame in controls:
-                    await ws.send_str(frame)
+            if self._ack is not None:
+                frame, self._ack = self._ack, None
+                await ws.send_str(frame)
             if session.link is not self:
                 continue
             try:
@@ -230,7 +229,7 @@ async def _read(
         nonlocal unacked, timer
         timer = None
         unacked = 0
-        link.control(wire.encode_ack(session.inbound.received))
+        link.ack(wire.encode_ack(session.inbound.received))
 
     try:
         async for msg in ws:
