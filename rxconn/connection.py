@@ -245,16 +245,15 @@ class Connection:
             self._announce_default()  # Connecting(name), unless a Trying named the link
             return subscription
 
-        attempt: Observable[Any] = Observable(open_link)
-        if self._idle_timeout is not None:
-            attempt = attempt.pipe(
-                idle_timeout_(
-                    self._idle_timeout,
-                    is_open=_is_opened,
-                    make_error=self._idle_error,
-                    scheduler=scheduler,
-                )
+        attempt: Observable[Any] = Observable(open_link).pipe(
+            idle_timeout_(
+                self._idle_timeout,
+                is_open=_is_opened,
+                make_error=self._idle_error,
+                sink=self._deliver,  # the fast lane: payloads skip the rest of the chain
+                scheduler=scheduler,
             )
+        )
         pipeline = attempt.pipe(
             retry_with_backoff_(
                 self._backoff,
@@ -282,13 +281,16 @@ class Connection:
             self._announced = True
             self._set_state(Connecting(self._transport.name, self._attempt))
 
+    def _deliver(self, payload: Payload) -> None:
+        try:
+            self._messages.emit(payload)
+        except Exception as exc:  # a user's on_next must not kill the link
+            report_exception("rxconn: a messages observer raised", exc)
+
     def _on_event(self, event: Any) -> None:
         kind = type(event)
         if kind is str or kind is bytes:
-            try:
-                self._messages.emit(event)
-            except Exception as exc:  # a user's on_next must not kill the link
-                report_exception("rxconn: a messages observer raised", exc)
+            self._deliver(event)
         elif kind is Acked:
             self._outbox.ack(event.seq)
         elif kind is Opened:

@@ -5,6 +5,11 @@ hot path, so arrivals only set a flag; a timer checks the flag every
 ``seconds / 2`` and declares the link dead after two quiet checks in a row.
 The link is therefore declared dead between ``seconds`` and ``1.5 * seconds``
 after the last arrival (exactly ``seconds`` after opening if nothing ever came).
+
+The connection also uses it as its *fast lane*: with ``sink``, payloads
+(``str``/``bytes``) that arrive once the link is open go straight to ``sink``
+instead of down the operator chain, so a message costs a few calls rather than
+one per operator; everything else (opened, acks, errors) still flows downstream.
 """
 
 from __future__ import annotations
@@ -24,16 +29,20 @@ _T = TypeVar("_T")
 
 
 def idle_timeout_(
-    seconds: float,
+    seconds: float | None,
     *,
     is_open: Callable[[Any], bool],
     make_error: Callable[[float], Exception],
+    sink: Callable[[Any], None] | None = None,
     scheduler: abc.SchedulerBase | None = None,
 ) -> Callable[[Observable[_T]], Observable[_T]]:
-    """Build the operator; see :func:`rxconn.operators.idle_timeout` for the contract."""
-    if not seconds > 0:
+    """Build the operator; see :func:`rxconn.operators.idle_timeout` for the contract.
+
+    ``seconds=None`` keeps only the fast lane (no timer).
+    """
+    if seconds is not None and not seconds > 0:
         raise ValueError(f"idle timeout must be > 0, got {seconds!r}")
-    half = seconds / 2
+    half = seconds / 2 if seconds is not None else 0.0
 
     def operator(source: Observable[_T]) -> Observable[_T]:
         def subscribe(
@@ -57,7 +66,7 @@ def idle_timeout_(
                     quiet += 1
                     if quiet >= 2:
                         upstream.dispose()
-                        observer.on_error(make_error(seconds))
+                        observer.on_error(make_error(half * 2))
                         return
                 timer.disposable = sched.schedule_relative(half, check)
 
@@ -65,9 +74,13 @@ def idle_timeout_(
                 nonlocal seen, armed
                 if armed:
                     seen = True
+                    if sink is not None and (type(value) is str or type(value) is bytes):
+                        sink(value)
+                        return
                 elif is_open(value):
                     armed = True
-                    timer.disposable = sched.schedule_relative(half, check)
+                    if seconds is not None:
+                        timer.disposable = sched.schedule_relative(half, check)
                 observer.on_next(value)
 
             def on_error(error: Exception) -> None:
