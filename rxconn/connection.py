@@ -297,14 +297,7 @@ class Connection:
             self._announce_default()
             self._link = event.link
             self._link_name = event.transport
-            outbox = self._outbox
-            next_seq = event.next_seq
-            if next_seq is not None and next_seq > outbox.head_seq:
-                outbox.ack(next_seq - 1)  # the hub already has these
-            if next_seq is None or next_seq == outbox.head_seq:
-                outbox.rewind()
-            else:  # a new hub session (numbered from 1): resend everything unacknowledged
-                outbox.renumber(next_seq)
+            self._resume_outbox(event.next_seq)
             self._set_state(Connected(event.transport))
             self._flush()
         elif kind is AttemptStarted:
@@ -323,6 +316,21 @@ class Connection:
             self._link = None
             self._set_state(_DISCONNECTED)
         # ALIVE and unknown events only prove life (counted by idle_timeout).
+
+    def _resume_outbox(self, next_seq: int | None) -> None:
+        """Line the outbox up with a new link: what the peer has goes, the rest is resent."""
+        outbox = self._outbox
+        if next_seq is None or next_seq == outbox.head_seq:
+            outbox.rewind()
+            return
+        written_upto = outbox.head_seq + outbox.in_flight - 1  # all the peer can have
+        if outbox.head_seq < next_seq <= written_upto + 1:
+            outbox.ack(next_seq - 1)  # the hub already has these
+            outbox.rewind()
+        else:
+            # A new hub session (numbered from 1), or a peer that claims what we never
+            # wrote: number from where it says and resend everything unacknowledged.
+            outbox.renumber(next_seq)
 
     def _on_gave_up(self, error: Exception) -> None:
         self._running = False

@@ -108,6 +108,8 @@ class FakeTransport:
         timespan: Seconds per marble character (default 1.0).
         acks: Acknowledge each write at once (True) or never (False).
         write_errors: ``{link index: exception}``: writes on that link fail it.
+        next_seqs: ``{link index: seq}``: that link's ``Opened`` says the peer
+            expects ``seq`` next, as a hub session link does after a resume.
     """
 
     def __init__(
@@ -119,6 +121,7 @@ class FakeTransport:
         timespan: float = 1.0,
         acks: bool = True,
         write_errors: Mapping[int, Exception] | None = None,
+        next_seqs: Mapping[int, int] | None = None,
     ) -> None:
         if not scripts:
             raise ValueError("FakeTransport needs at least one marble script")
@@ -129,6 +132,7 @@ class FakeTransport:
         self.timespan = timespan
         self.acks = acks
         self.write_errors = dict(write_errors or {})
+        self.next_seqs = dict(next_seqs or {})
         self.subscriptions: list[Subscription] = []
         self.links: list[FakeLink] = []
         self.writes: list[Write] = []
@@ -159,7 +163,8 @@ class FakeTransport:
             slot = len(self.subscriptions)
             self.subscriptions.append(Subscription(_clock(scheduler)))
             script = self.scripts[min(index, len(self.scripts) - 1)]
-            lookup: dict[str | float, Any] = {"o": Opened(link, self._name), "k": ALIVE}
+            opened = Opened(link, self._name, self.next_seqs.get(index))
+            lookup: dict[str | float, Any] = {"o": opened, "k": ALIVE}
             lookup.update(self.values)
             events = rx.cold(script, self.timespan, scheduler, lookup, self.error)
             inner = events.subscribe(
