@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from .transport import Payload
+from ._types import Payload
 
 
 __all__ = ["ClientSession", "Inbound", "ReplayLog", "ReplayGap"]

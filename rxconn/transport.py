@@ -31,6 +31,8 @@ from typing import Any, Final, Protocol, TypeAlias, runtime_checkable
 
 from reactivex import Observable, abc
 
+from ._types import Payload
+
 
 __all__ = [
     "ALIVE",
@@ -44,9 +46,6 @@ __all__ = [
     "Transport",
     "Trying",
 ]
-
-Payload: TypeAlias = str | bytes
-"""A message: text as ``str``, binary as ``bytes``."""
 
 
 @runtime_checkable

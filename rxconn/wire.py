@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from .transport import Payload
+from ._types import Payload
 
 
 __all__ = [

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from collections import deque
 
+from .._types import Payload
 from ..errors import BufferFullError
-from ..transport import Payload
 
 
 __all__ = ["Outbox"]
