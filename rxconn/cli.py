@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import base64
 import json
+import math
 import os
 import signal
 import sys
@@ -31,7 +32,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass, field
 from itertools import pairwise
-from typing import Any, Final, TextIO
+from typing import Any, Final, TextIO, TypeVar
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 from reactivex.disposable import CompositeDisposable
@@ -54,6 +55,8 @@ DEMO_SETTLE_TIMEOUT: Final = 5.0
 DEMO_UPGRADE_INTERVAL: Final = 0.5
 DEMO_MAX_UPGRADE_INTERVAL: Final = 1.0
 DEMO_BACKOFF: Final = rxconn.Backoff(initial=0.05, max_delay=1.0)
+
+_N = TypeVar("_N", int, float)
 
 Command = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
 
@@ -151,14 +154,15 @@ STATE_COLOURS: Final = {
 # ------------------------------------------------------------ arguments
 
 
-def _number(kind: Callable[[str], float], low: float, high: float) -> Callable[[str], float]:
-    """An argparse type: a number of ``kind`` within ``[low, high]``."""
+def _number(kind: Callable[[str], _N], low: _N, high: _N) -> Callable[[str], _N]:
+    """An argparse type: a number of ``kind`` (int or float) within ``[low, high]``."""
 
-    def parse(text: str) -> float:
+    def parse(text: str) -> _N:
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+            what = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
         if not low <= value <= high:
             raise argparse.ArgumentTypeError(f"must be within [{low:g}, {high:g}], got {text}")
         return value
@@ -168,7 +172,7 @@ def _number(kind: Callable[[str], float], low: float, high: float) -> Callable[[
 
 def _positive(text: str) -> float:
     """An argparse type: seconds > 0."""
-    value = _number(float, 0.0, float("inf"))(text)
+    value = _number(float, 0.0, math.inf)(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
     return value
@@ -224,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--duration",
-        type=_number(float, 3, 300),
+        type=_number(float, 3.0, 300.0),
         default=12.0,
         metavar="SECONDS",
         help="how long messages flow (default 12)",
@@ -471,10 +475,6 @@ def format_message(payload: str | bytes, as_json: bool) -> str:
     return data if kind == "text" else f"b64:{data}"
 
 
-def _gave_up(state: rxconn.State) -> bool:
-    return isinstance(state, rxconn.Errored) and state.retry_in is None
-
-
 async def _listen(args: argparse.Namespace) -> int:
     """``rxconn listen``: print messages until ``--count`` or Ctrl-C."""
     out, err = Console(sys.stdout), Console(sys.stderr)
@@ -488,7 +488,7 @@ async def _listen(args: argparse.Namespace) -> int:
         connected = connected or isinstance(state, rxconn.Connected)
         err.line(f"{PROG}: {describe(state)}")
         if isinstance(state, rxconn.Errored) and state.retry_in is None:
-            outcome.fail(str(state.error))
+            outcome.fail(str(state.error))  # gave up: fatal error or RetriesExhausted
 
     def on_message(payload: str | bytes) -> None:
         nonlocal received
@@ -524,7 +524,7 @@ async def _send(args: argparse.Namespace) -> int:
 
     def on_state(state: rxconn.State) -> None:
         if isinstance(state, rxconn.Errored) and state.retry_in is None:
-            outcome.fail(str(state.error))
+            outcome.fail(str(state.error))  # gave up: fatal error or RetriesExhausted
 
     subscription = conn.state.subscribe(on_state)
     try:

@@ -2,11 +2,12 @@
 
 The connection wires the pure-Rx core together (see ``docs/lifecycle.md``)::
 
-    defer(transport.open)            one physical link per subscription
-      -> announce                    emits Connecting(name, attempt) for the state
-      -> idle_timeout                half-open detection
+    open_link                        transport.open() per subscription, announcing
+                                     Connecting(name, attempt) once subscribed
+      -> idle_timeout                half-open detection, and the fast lane that
+                                     hands payloads straight to ``messages``
       -> retry_with_backoff          reconnects; completion counts as a lost link
-      -> _on_event                   state, messages, acknowledgements, outbox flush
+      -> _on_event                   state, acknowledgements, outbox flush
 
 That pipeline runs exactly while something holds interest (a ``state`` or
 ``messages`` subscription, or an undisposed ``connect()`` handle); the first
@@ -90,7 +91,7 @@ class Connection:
         self._scheduler = scheduler
         self._outbox = Outbox(max_buffer)
         limit = getattr(transport, "max_send_size", None)
-        self._max_message_size: int | None = limit if isinstance(limit, int) else None
+        self._max_send_size: int | None = limit if isinstance(limit, int) else None
         self._session = ClientSession()  # the hub session outlives links and interest
 
         self._state: State = _DISCONNECTED
@@ -159,7 +160,7 @@ class Connection:
                 payload = bytes(payload)
             else:
                 raise TypeError(f"send() takes str or bytes, got {kind.__name__}")
-        limit = self._max_message_size
+        limit = self._max_send_size
         if limit is not None and len(payload) * 4 > limit:  # cheap check first: 4 bytes/char max
             size = len(payload.encode()) if type(payload) is str else len(payload)
             if size > limit:
