@@ -22,6 +22,7 @@ def connection(
     *,
     timeout: float = 2.0,
     upgrade_interval: float | None = 30.0,
+    max_upgrade_interval: float = 300.0,
     headers: Mapping[str, str] | None = None,
     heartbeat: float | None = 15.0,
     open_timeout: float = 10.0,
@@ -38,6 +39,7 @@ def connection(
         base_url: The hub's base URL, e.g. ``server.url`` (``http://host:port/rx``).
         timeout: Seconds WebSocket may take to open before HTTP is tried.
         upgrade_interval: Seconds between probes back to WebSocket while on HTTP.
+        max_upgrade_interval: Cap on the probe interval as it doubles after failures.
         headers: Extra headers for both transports.
         heartbeat: WebSocket ping interval.
         open_timeout: Bound on each transport's own open.
@@ -45,6 +47,9 @@ def connection(
         transport_options: Passed to both transports (e.g. ``session=``, ``ssl=``).
     """
     base = base_url.rstrip("/")
+    scheme, sep, rest = base.partition("://")
+    if sep and scheme in ("ws", "wss"):  # the HTTP half needs http(s); websocket() takes both
+        base = ("https" if scheme == "wss" else "http") + "://" + rest
     both = fallback(
         websocket(
             base + "/ws",
@@ -56,6 +61,7 @@ def connection(
         http(base + "/events", headers=headers, open_timeout=open_timeout, **transport_options),
         timeout=timeout,
         upgrade_interval=upgrade_interval,
+        max_upgrade_interval=max_upgrade_interval,
     )
     return Connection(
         both,

@@ -188,5 +188,10 @@ def safe_url(url: str) -> str:
             host = f"[{host}]"
         port = f":{parts.port}" if parts.port is not None else ""
     except ValueError:
-        return "<invalid url>"
+        parts = None
+    if parts is None or not parts.scheme or not parts.netloc:
+        # Not a URL we can take apart: keep what precedes any query or fragment,
+        # and drop anything that looks like user info.
+        text = url.split("?", 1)[0].split("#", 1)[0]
+        return text.rpartition("@")[2] if "@" in text else text
     return f"{parts.scheme}://{host}{port}{parts.path}"

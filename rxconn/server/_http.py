@@ -102,7 +102,7 @@ async def handle_events(request: web.Request, hub: Hub, cors: dict[str, str]) ->
             known.end("client asked for messages no longer kept")
     resumed = session is not None
     if session is None:
-        session = hub._create("rxconn" if is_rxconn else "eventsource")
+        session = hub._create("rxconn" if is_rxconn else "eventsource", "http")
     resp = web.StreamResponse(status=200, headers={**SSE_HEADERS, **cors})
     await resp.prepare(request)
     link = SseServerLink(resp, session, cursor)

@@ -129,8 +129,8 @@ class Hub:
 
     # ------------------------------------------------------------ internal
 
-    def _create(self, kind: str) -> Session:
-        session = Session(self, secrets.token_urlsafe(12), kind)
+    def _create(self, kind: str, transport: str) -> Session:
+        session = Session(self, secrets.token_urlsafe(12), kind, transport)
         self._sessions[session.id] = session
         self._new_sessions.send(session)
         return session

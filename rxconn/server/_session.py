@@ -56,14 +56,14 @@ class Session:
             session protocol, e.g. a browser; resumes with ``Last-Event-ID``).
     """
 
-    def __init__(self, hub: Hub, session_id: str, kind: str) -> None:
+    def __init__(self, hub: Hub, session_id: str, kind: str, transport: str) -> None:
         self.id = session_id
         self.kind = kind
         self._hub = hub
         self.log = ReplayLog(hub.replay_limit)
         self.inbound = Inbound()
         self.link: ServerLink | None = None
-        self._transport: str | None = None
+        self._transport = transport
         self._grace: asyncio.TimerHandle | None = None
         self.ended = False
         self._messages: Multicast[Payload] = Multicast("session messages")
@@ -75,7 +75,7 @@ class Session:
         return f"<Session {self.id} {self.kind} {self._transport or '-'}{ended}>"
 
     @property
-    def transport(self) -> str | None:
+    def transport(self) -> str:
         """The transport of the current (or last) link: ``"websocket"`` or ``"http"``."""
         return self._transport
 

@@ -98,7 +98,7 @@ async def handle_websocket(request: web.Request, hub: Hub) -> web.StreamResponse
         if ws.ws_protocol == wire.SUBPROTOCOL:
             await _serve_v1(ws, hub, ws_closer)
         else:
-            session = hub._create("websocket")
+            session = hub._create("websocket", "websocket")
             link = WebSocketServerLink(ws, session, v1=False, cursor=0)
             await _serve_link(ws, hub, session, link, ws_closer, v1=False, first_in=1)
     finally:
@@ -153,7 +153,7 @@ async def _serve_v1(ws: web.WebSocketResponse, hub: Hub, closer: _Closer) -> Non
         closer.close(1002, "expected a hello")
         return
     if hello.session is None:
-        session = hub._create("rxconn")
+        session = hub._create("rxconn", "websocket")
         resumed = False
     else:
         known = hub.session(hello.session)
