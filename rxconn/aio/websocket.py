@@ -265,7 +265,9 @@ class WebSocketTransport:
         if ws.closed:
             return
         try:
-            await asyncio.shield(self._goodbye(ws, link))
+            # Shielded (and kept in TASKS): a second cancellation cannot cut the handshake
+            # half-way, and the close goes on, bounded by CLOSE_TIMEOUT.
+            await asyncio.shield(TASKS.spawn(self._goodbye(ws, link), name="rxconn ws close"))
         except asyncio.CancelledError:
             # Cancelled again while closing: drop the connection without the handshake.
             with contextlib.suppress(Exception):
