@@ -93,6 +93,7 @@ class Connection:
         limit = getattr(transport, "max_send_size", None)
         self._max_send_size: int | None = limit if isinstance(limit, int) else None
         self._session = ClientSession()  # the hub session outlives links and interest
+        self._link_state: dict[str, Any] = {}  # LinkContext.connection
 
         self._state: State = _DISCONNECTED
         self._state_observers: tuple[abc.ObserverBase[State], ...] = ()
@@ -231,7 +232,7 @@ class Connection:
 
     def _start_pipeline(self, scheduler_: abc.SchedulerBase | None) -> None:
         scheduler = self._scheduler or scheduler_ or default_scheduler()
-        context = LinkContext(session=self._session)
+        context = LinkContext(session=self._session, connection=self._link_state)
         transport = self._transport
 
         def open_link(

@@ -11,11 +11,12 @@ from typing import Any, TypeVar
 
 from reactivex import Observable, abc
 
+from ._core._retry import AttemptStarted, Paused, Retrying
 from .backoff import Backoff
 from .errors import is_retryable as _default_is_retryable
 
 
-__all__ = ["idle_timeout", "retry_with_backoff"]
+__all__ = ["AttemptStarted", "Paused", "Retrying", "idle_timeout", "retry_with_backoff"]
 
 _T = TypeVar("_T")
 

@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ._types import Payload
+from .errors import BufferFullError
 
 
 __all__ = ["ClientSession", "Inbound", "ReplayLog", "ReplayGap"]
@@ -65,10 +66,12 @@ class Inbound:
 class ReplayLog:
     """The sending side's bounded log of numbered messages the peer may still need.
 
-    Messages stay until acknowledged, and at most ``limit`` are kept: when a
-    push would exceed it, the oldest is forgotten and a later resume that
-    needs it raises :class:`ReplayGap` (the hub then resets the session and
-    says so, rather than pretending nothing was lost).
+    Messages stay until acknowledged, and at most ``limit`` are kept. A push
+    into a full log raises :class:`~rxconn.errors.BufferFullError` (nothing is
+    dropped behind anyone's back), unless the caller allows evicting messages
+    it already wrote (``evict_upto``): that is the replay *window* of clients
+    that never acknowledge (a browser ``EventSource``); a resume that needs an
+    evicted message then fails (:meth:`can_resume`) and starts a new session.
     """
 
     __slots__ = ("_entries", "limit", "next_seq")
@@ -88,9 +91,16 @@ class ReplayLog:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def push(self, payload: Payload) -> int:
-        """Number and keep ``payload``; returns its sequence number."""
+    def push(self, payload: Payload, *, evict_upto: int = 0) -> int:
+        """Number and keep ``payload``; returns its sequence number.
+
+        Raises:
+            BufferFullError: if the log is full and its oldest message is not
+                ``<= evict_upto`` (so may not be evicted).
+        """
         if len(self._entries) >= self.limit:
+            if self.next_seq - len(self._entries) > evict_upto:
+                raise BufferFullError(self.limit)
             self._entries.popleft()
         self._entries.append(payload)
         seq = self.next_seq

@@ -121,11 +121,17 @@ class LinkContext:
             every transport), or ``None`` for links that speak plain frames.
         probe: True when the link is opened only to check that it works (an
             upgrade probe): it must carry no messages.
+        connection: Scratch space that lives as long as the connection (across
+            periods of interest): what a transport must remember between the
+            links of one connection (its last link, an SSE ``Last-Event-ID``).
+            Keeping it here rather than on the transport object lets several
+            connections share one transport.
     """
 
     memory: dict[str, Any] = field(default_factory=dict)
     session: Any = None
     probe: bool = False
+    connection: dict[str, Any] = field(default_factory=dict)
 
 
 @runtime_checkable

@@ -43,7 +43,7 @@ from reactivex.disposable import (
 )
 from reactivex.subject import Subject
 
-from ..errors import ConnectionLost, OpenTimeout, RxconnError
+from ..errors import ConnectionLost, OpenTimeout, RxconnError, SessionExpired
 from ..transport import LinkContext, LinkEvent, Opened, Transport, Trying
 from ._open import open_within_
 
@@ -81,7 +81,7 @@ def _starting_with(first: LinkEvent, source: Observable[Any]) -> Observable[Any]
 def _late_errors_as_values(
     on_open: Callable[[], None], on_early_error: Callable[[], None]
 ) -> Callable[[Observable[Any]], Observable[Any]]:
-    """Errors after the first ``Opened`` become ``_LateError`` values (then completion)."""
+    """Errors after the first ``Opened`` (or SessionExpired) become ``_LateError`` values."""
 
     def operator(source: Observable[Any]) -> Observable[Any]:
         def subscribe(
@@ -97,7 +97,9 @@ def _late_errors_as_values(
                 observer.on_next(event)
 
             def on_error(error: Exception) -> None:
-                if opened:
+                # A session the hub no longer knows is not this transport's fault:
+                # retry it (with a new session) rather than moving down the chain.
+                if opened or isinstance(error, SessionExpired):
                     observer.on_next(_LateError(error))
                     observer.on_completed()
                 else:

@@ -31,6 +31,7 @@ import io
 import json
 from collections import deque
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 import aiohttp
@@ -66,6 +67,15 @@ def _http_url(url: str) -> URL:
     if not parsed.host:
         raise InvalidURL(url, "no host")
     return parsed
+
+
+@dataclass
+class _StreamState:
+    """What one connection's HTTP links remember between them (``LinkContext.connection``)."""
+
+    previous: asyncio.Task[None] | None = None
+    last_event_id: str = ""
+    retry: float | None = None  # the server's last ``retry:`` advice, in seconds
 
 
 class HttpLink:
@@ -108,7 +118,7 @@ class HttpTransport:
         open_timeout: float = 10.0,
         event_types: Collection[str] | None = ("message",),
         max_batch: int = 1000,
-        max_batch_bytes: int = 1024 * 1024,
+        max_batch_bytes: int = 256 * 1024,
         max_message_size: int = 4 * 1024 * 1024,
         post_timeout: float = 30.0,
         hub: bool = True,
@@ -133,11 +143,7 @@ class HttpTransport:
         self.hub = hub
         self.session = session
         self.ssl = ssl
-        self.last_event_id = ""
-        """The last event ID seen from a non-hub server (sent as ``Last-Event-ID``)."""
-        self.retry: float | None = None
-        """The server's last ``retry:`` advice, in seconds."""
-        self._previous: asyncio.Task[None] | None = None
+        self._key = f"http:{id(self)}"
 
     @property
     def name(self) -> str:
@@ -156,9 +162,10 @@ class HttpTransport:
         def subscribe(
             observer: abc.ObserverBase[LinkEvent], scheduler_: abc.SchedulerBase | None = None
         ) -> abc.DisposableBase:
-            previous = self._previous
+            state = self._state(ctx)
+            previous = state.previous  # this connection's last link of ours
             task = TASKS.spawn(self._run(observer, ctx, previous), name=f"rxconn http {self.url}")
-            self._previous = task
+            state.previous = task
 
             def dispose() -> None:
                 task.cancel()
@@ -166,6 +173,12 @@ class HttpTransport:
             return Disposable(dispose)
 
         return Observable(subscribe)
+
+    def _state(self, ctx: LinkContext) -> _StreamState:
+        state = ctx.connection.get(self._key)
+        if not isinstance(state, _StreamState):
+            state = ctx.connection[self._key] = _StreamState()
+        return state
 
     # ------------------------------------------------------------- the task
 
@@ -195,7 +208,7 @@ class HttpTransport:
         except Exception as exc:
             error = translate("http", self.url, exc, opening=False)
             if isinstance(error, TransportError) and error.retry_after is None:
-                error.retry_after = self.retry
+                error.retry_after = self._state(ctx).retry
             observer.on_error(error)
 
     def _request_headers(self, ctx: LinkContext) -> dict[str, str]:
@@ -205,8 +218,8 @@ class HttpTransport:
             headers[RXCONN_HEADER] = "v1"
         if self.hub and isinstance(hub, HubSession) and hub.id is not None:
             headers["Last-Event-ID"] = wire.encode_event_id(hub.id, hub.received)
-        elif self.last_event_id:
-            headers["Last-Event-ID"] = self.last_event_id
+        elif last_event_id := self._state(ctx).last_event_id:
+            headers["Last-Event-ID"] = last_event_id
         return headers
 
     async def _stream(
@@ -281,6 +294,7 @@ class HttpTransport:
         acker: _Acker,
     ) -> None:
         decoder = SSEDecoder()
+        state = self._state(ctx)
         on_next = observer.on_next
         types = self.event_types
         hub: HubSession | None = None
@@ -289,13 +303,13 @@ class HttpTransport:
             async for chunk in resp.content.iter_any():
                 events = decoder.feed(chunk)
                 if decoder.retry is not None:
-                    self.retry = decoder.retry / 1000
+                    state.retry = decoder.retry / 1000
                 if not events:
                     on_next(ALIVE)
                     continue
                 for event in events:
                     if not hub_mode:
-                        self.last_event_id = event.id
+                        state.last_event_id = event.id
                         if types is None or event.event in types:
                             on_next(event.data)
                         else:
@@ -308,7 +322,7 @@ class HttpTransport:
                         on_next(Opened(link, "http", next_seq))
                     else:
                         self._deliver(event.event, event.data, event.id, hub, on_next, acker)
-        raise ConnectionLost("http", "the event stream ended", retry_after=self.retry)
+        raise ConnectionLost("http", "the event stream ended", retry_after=state.retry)
 
     def _welcome(self, event: Any, ctx: LinkContext) -> tuple[HubSession, URL, int]:
         if event.event != wire.SSE_SESSION_EVENT:
@@ -363,6 +377,7 @@ class HttpTransport:
         assert hub is not None and hub.id is not None and post is not None
         timeout = aiohttp.ClientTimeout(total=self.post_timeout)
         headers = {"Content-Type": "application/json", **self.headers}
+        limit = self.max_batch_bytes  # halved when a server refuses a batch as too large
         while True:
             await link.wake.wait()
             link.wake.clear()
@@ -372,7 +387,7 @@ class HttpTransport:
                 size = 0
                 while queue and len(batch) < self.max_batch:
                     payload = queue[0][1]
-                    if batch and size + len(payload) > self.max_batch_bytes:
+                    if batch and size + len(payload) > limit:
                         break
                     queue.popleft()
                     batch.append(payload)
@@ -383,6 +398,11 @@ class HttpTransport:
                 async with http.post(
                     post, data=data, headers=headers, timeout=timeout, ssl=self.ssl
                 ) as resp:
+                    if resp.status == 413 and len(batch) > 1:
+                        # The server's body limit is below ours: split, never give up on it.
+                        queue.extendleft(reversed([(first + i, p) for i, p in enumerate(batch)]))
+                        limit = max(1, size // 2)
+                        continue
                     last = await self._answer(resp)
                 observer.on_next(Acked(last))
 
@@ -452,7 +472,7 @@ def http(
     open_timeout: float = 10.0,
     event_types: Collection[str] | None = ("message",),
     max_batch: int = 1000,
-    max_batch_bytes: int = 1024 * 1024,
+    max_batch_bytes: int = 256 * 1024,
     max_message_size: int = 4 * 1024 * 1024,
     post_timeout: float = 30.0,
     hub: bool = True,
@@ -468,7 +488,8 @@ def http(
         event_types: Against a non-hub server, the SSE event types whose data
             become messages (``None``: all); others only prove life.
         max_batch: Most messages per POST.
-        max_batch_bytes: Most payload bytes per POST (a larger single message goes alone).
+        max_batch_bytes: Most payload bytes per POST (a larger single message goes alone);
+            halved whenever the server answers 413 to a batch of several messages.
         max_message_size: The largest payload ``send()`` accepts for this transport.
         post_timeout: Bound on each POST.
         hub: Ask for the hub session protocol (``X-Rxconn: v1``).

@@ -115,19 +115,24 @@ class WebSocketLink:
                 frame, self._ack = self._ack, None
                 await ws.send_str(frame)
             sent = 0
-            while queue:
-                payload = queue.popleft()
-                if type(payload) is bytes:
-                    await ws.send_bytes(payload)
-                elif plain:
-                    await ws.send_str(payload)  # type: ignore[arg-type]
-                else:
-                    await ws.send_str(tag + payload)  # type: ignore[operator]
-                sent += 1
-                if self._ack is not None:
-                    break
-            if plain and sent and self._next_seq is not None:
-                observer.on_next(Acked(self._next_seq - len(queue) - 1))
+            first = (self._next_seq or 0) - len(queue)  # seq of the queue's head
+            try:
+                while queue:
+                    payload = queue.popleft()
+                    if type(payload) is bytes:
+                        await ws.send_bytes(payload)
+                    elif plain:
+                        await ws.send_str(payload)  # type: ignore[arg-type]
+                    else:
+                        await ws.send_str(tag + payload)  # type: ignore[operator]
+                    sent += 1
+                    if self._ack is not None:
+                        break
+            finally:
+                # Plain links: what the socket took counts as accepted, even if a
+                # later frame of the batch failed (so it is not sent twice).
+                if plain and sent:
+                    observer.on_next(Acked(first + sent - 1))
             if queue or self._ack is not None:
                 self._wake.set()
 
@@ -166,7 +171,7 @@ class WebSocketTransport:
         self.hub = hub
         self.session = session
         self.ssl = ssl
-        self._previous: asyncio.Task[None] | None = None
+        self._key = f"websocket:{id(self)}"
 
     @property
     def name(self) -> str:
@@ -185,11 +190,11 @@ class WebSocketTransport:
         def subscribe(
             observer: abc.ObserverBase[LinkEvent], scheduler_: abc.SchedulerBase | None = None
         ) -> abc.DisposableBase:
-            previous = self._previous
+            previous = ctx.connection.get(self._key)  # this connection's last link of ours
             task = TASKS.spawn(
                 self._run(observer, ctx, previous), name=f"rxconn websocket {self.url}"
             )
-            self._previous = task
+            ctx.connection[self._key] = task
 
             def dispose() -> None:
                 task.cancel()

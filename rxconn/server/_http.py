@@ -145,7 +145,8 @@ async def handle_messages(request: web.Request, hub: Hub, cors: dict[str, str]) 
     if session is None or not session.resumable:
         return _json(410, {"error": "session unknown or expired"}, cors)
     for payload in batch.messages:
-        if len(payload) > hub.max_message_size:
+        size = len(payload.encode()) if isinstance(payload, str) else len(payload)
+        if size > hub.max_message_size:
             limit = hub.max_message_size
             return _json(413, {"error": f"a message is larger than {limit} bytes"}, cors)
     if batch.ack is not None:

@@ -24,10 +24,12 @@ class Hub:
         ping_interval: Seconds between WebSocket pings and SSE ping comments
             (keep it well inside the clients' ``idle_timeout``).
         session_grace: Seconds a session outlives its last link (30 s).
-        replay_limit: Messages kept per session for replay (10,000); a
-            client that falls further behind has its session ended, and is
-            told so (410 Gone / a fresh session) rather than missing messages
-            silently.
+        replay_limit: Messages kept per session until acknowledged (10,000):
+            ``Session.send`` past it raises ``BufferFullError``; ``broadcast``
+            and echo end such a session (1008) and its client is told (410 Gone
+            or a fresh session) rather than missing messages silently. For a
+            browser ``EventSource`` (which never acknowledges) it is the replay
+            window of ``Last-Event-ID`` resumes.
         max_message_size: Largest message accepted from a client (4 MiB);
             a larger WebSocket frame closes the link with 1009, a larger POSTed
             message gets 413.
@@ -101,12 +103,16 @@ class Hub:
         return list(self._sessions.values())
 
     def broadcast(self, payload: Payload) -> int:
-        """Send ``payload`` to every live session (linked or within its grace); returns how many."""
-        sessions = list(self._sessions.values())
-        for session in sessions:
-            if not session.ended:
-                session.send(payload)
-        return len(sessions)
+        """Send ``payload`` to every live session (linked or within its grace); returns how many.
+
+        A session whose client is ``replay_limit`` messages behind is ended
+        (close 1008) rather than allowed to block or fail the others.
+        """
+        reached = 0
+        for session in list(self._sessions.values()):
+            if not session.ended and session.offer(payload):
+                reached += 1
+        return reached
 
     def app(self) -> web.Application:
         """A ``web.Application`` with the hub's routes; mount it with ``add_subapp(prefix, …)``."""

@@ -44,7 +44,7 @@ async def serve(
     """
     if not prefix.startswith("/") or prefix.endswith("/"):
         raise ValueError(f"prefix must start with '/' and not end with it, got {prefix!r}")
-    root = web.Application()
+    root = web.Application(client_max_size=hub.max_body_size)  # aiohttp checks the root app
     root.add_subapp(prefix, hub.app())
     runner = web.AppRunner(root, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
     await runner.setup()

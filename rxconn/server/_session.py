@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 from reactivex import Observable
 
 from .._multicast import Multicast
-from ..errors import ConnectionClosedError
+from ..errors import BufferFullError, ConnectionClosedError
 from ..session import Inbound, ReplayLog
 from ..transport import Payload
 
@@ -90,6 +90,8 @@ class Session:
 
         Raises:
             ConnectionClosedError: if the session has ended.
+            BufferFullError: if ``replay_limit`` messages already wait for this
+                client (it is not keeping up); nothing was queued.
             TypeError: for anything but ``str`` or ``bytes``.
         """
         if self.ended:
@@ -101,14 +103,13 @@ class Session:
                 payload = str(payload)
             else:
                 raise TypeError(f"send() takes str or bytes, got {type(payload).__name__}")
-        self.log.push(payload)
         link = self.link
+        # A browser EventSource never acknowledges: its log is a replay window
+        # over what was already written. Everyone else's messages stay until
+        # acknowledged, and a full log refuses more (BufferFullError).
+        written = link.cursor if link is not None and self.kind == "eventsource" else 0
+        self.log.push(payload, evict_upto=written)
         if link is not None:
-            if link.cursor + 1 < self.log.oldest:
-                # The client fell more than replay_limit messages behind: rather
-                # than skip messages silently, end the session (it will be told).
-                self.end(f"client fell more than {self.log.limit} messages behind", code=1008)
-                return
             link.wake()
 
     # ----------------------------------------------------------- incoming
@@ -119,8 +120,23 @@ class Session:
         if verdict:
             self._messages.send(payload)
             if self._hub.echo and not self.ended:
-                self.send(payload)
+                self.offer(payload)
         return verdict
+
+    def offer(self, payload: Payload) -> bool:
+        """Send, or end the session if this client is too far behind; True if queued.
+
+        The hub's own sends (echo, broadcast) use this: one slow client must
+        not make them fail for everyone, so it is disconnected instead (1008)
+        and, with its session gone, told so when it comes back (410 or a
+        fresh session), rather than silently missing messages.
+        """
+        try:
+            self.send(payload)
+        except BufferFullError:
+            self.end(f"client fell {self.log.limit} messages behind", code=1008)
+            return False
+        return True
 
     def deliver_next(self, payload: Payload) -> None:
         """Apply the next message of a link that numbers nothing (plain frames)."""

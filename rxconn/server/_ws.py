@@ -89,7 +89,7 @@ async def handle_websocket(request: web.Request, hub: Hub) -> web.StreamResponse
     ws = web.WebSocketResponse(
         protocols=(wire.SUBPROTOCOL,),
         heartbeat=hub.ping_interval,
-        max_msg_size=hub.max_message_size,
+        max_msg_size=hub.max_message_size + 1,  # + the one-character rxconn.v1 tag
         timeout=2.0,
     )
     await ws.prepare(request)

@@ -465,3 +465,42 @@ async def _until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
     async with asyncio.timeout(timeout):
         while not predicate():
             await asyncio.sleep(0.01)
+
+
+async def test_big_batches_are_split_when_the_server_limits_bodies() -> None:
+    """A hub embedded with a 64 KiB body limit: batches split on 413, nothing is lost."""
+    hub = Hub(echo=True, ping_interval=1.0)
+    root = web.Application(client_max_size=64 * 1024)
+    root.add_subapp("/rx", hub.app())
+    runner = web.AppRunner(root, access_log=None, shutdown_timeout=1.0)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # noqa: SLF001
+    try:
+        conn = connect_http(f"http://127.0.0.1:{port}/rx/events")
+        rec = Recorder(conn.messages)
+        states = Recorder(conn.state)
+        await reach(conn, is_connected)
+        sent = [f"{i:05d}" + "x" * 1000 for i in range(300)]  # ~300 KB in one burst
+        for payload in sent:
+            conn.send(payload)
+        assert await rec.count(300) == sent
+        assert not any(isinstance(s, Errored) for s in states.items)
+        states.dispose()
+        rec.dispose()
+        conn.close()
+    finally:
+        hub.shutdown()
+        await runner.cleanup()
+
+
+async def test_a_two_megabyte_message_posts_under_serve(hub_server: Server) -> None:
+    """serve() gives the hub its own body limit (16 MiB), not aiohttp's 1 MiB default."""
+    conn = connect_http(hub_server.url + "/events")
+    rec = Recorder(conn.messages)
+    big = "y" * (2 * 1024 * 1024)
+    conn.send(big)
+    assert await rec.count(1) == [big]
+    rec.dispose()
+    conn.close()

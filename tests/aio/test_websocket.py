@@ -590,3 +590,19 @@ async def _until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
     async with asyncio.timeout(timeout):
         while not predicate():
             await asyncio.sleep(0.01)
+
+
+async def test_two_connections_can_share_one_transport(hub_server: Server) -> None:
+    """A transport is a description: two connections built on one both connect and work."""
+    shared = rxconn.websocket(hub_server.url + "/ws")
+    one, two = rxconn.Connection(shared, backoff=FAST), rxconn.Connection(shared, backoff=FAST)
+    rec_one, rec_two = Recorder(one.messages), Recorder(two.messages)
+    one.send("to one")
+    two.send("to two")
+    assert await rec_one.count(1) == ["to one"]
+    assert await rec_two.count(1) == ["to two"]
+    assert len(hub_server.hub.live_sessions) == 2
+    for r in (rec_one, rec_two):
+        r.dispose()
+    one.close()
+    two.close()

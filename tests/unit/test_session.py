@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rxconn import wire
+from rxconn import BufferFullError, wire
 from rxconn.session import ClientSession, Inbound, ReplayGap, ReplayLog
 
 
@@ -40,13 +40,29 @@ def test_replay_log_numbers_keeps_until_acked_and_replays_after() -> None:
     assert list(log.after(3)) == []
 
 
-def test_replay_log_is_bounded_and_reports_gaps() -> None:
-    """Past the limit the oldest is forgotten; a resume that needs it raises ReplayGap."""
+def test_replay_log_is_bounded_and_refuses_rather_than_drops() -> None:
+    """A full log raises BufferFullError; nothing unacknowledged is dropped."""
     log = ReplayLog(limit=3)
-    for i in range(5):
+    for i in range(3):
         log.push(str(i))
-    assert len(log) == 3 and log.oldest == 3
-    assert log.can_resume(2) and not log.can_resume(1)
+    with pytest.raises(BufferFullError):
+        log.push("3")
+    assert [p for _, p in log.after(0)] == ["0", "1", "2"]
+    log.ack(1)
+    log.push("3")
+    assert log.oldest == 2
+
+
+def test_replay_window_evicts_only_what_was_written_and_reports_gaps() -> None:
+    """With evict_upto, the oldest written messages make room; a resume needing them fails."""
+    log = ReplayLog(limit=3)
+    for i in range(3):
+        log.push(str(i))
+    log.push("3", evict_upto=2)  # messages 1-2 were written: 1 may go
+    log.push("4", evict_upto=2)  # 2 may go
+    with pytest.raises(BufferFullError):
+        log.push("5", evict_upto=2)  # 3 was not written yet
+    assert log.oldest == 3 and log.can_resume(2) and not log.can_resume(1)
     with pytest.raises(ReplayGap):
         list(log.after(0))
 
