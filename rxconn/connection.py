@@ -2,10 +2,10 @@
 
 The connection wires the pure-Rx core together (see ``docs/lifecycle.md``)::
 
-    open_link                        transport.open() per subscription, announcing
-                                     Connecting(name, attempt) once subscribed
-      -> idle_timeout                half-open detection, and the fast lane that
-                                     hands payloads straight to ``messages``
+    transport.open()                 cold: one physical link per subscription
+      -> idle_timeout                half-open detection, the fast lane that hands
+                                     payloads straight to ``messages``, and the
+                                     Connecting(name, attempt) announcement
       -> retry_with_backoff          reconnects; completion counts as a lost link
       -> _on_event                   state, acknowledgements, outbox flush
 
@@ -39,7 +39,7 @@ from .errors import (
 )
 from .session import ClientSession
 from .states import Connected, Connecting, Disconnected, Errored, State
-from .transport import Acked, Link, LinkContext, LinkEvent, Opened, Payload, Transport, Trying
+from .transport import Acked, Link, LinkContext, Opened, Payload, Transport, Trying
 
 
 __all__ = ["Connection"]
@@ -235,24 +235,16 @@ class Connection:
         context = LinkContext(session=self._session, connection=self._link_state)
         transport = self._transport
 
-        def open_link(
-            observer: abc.ObserverBase[LinkEvent], scheduler_: abc.SchedulerBase | None = None
-        ) -> abc.DisposableBase:
-            # One Observable both defers the open and announces the state: every
-            # layer here is one more call per message on the hot path.
-            self._announced = False
-            subscription = transport.open(scheduler, context).subscribe(
-                observer, scheduler=scheduler_
-            )
-            self._announce_default()  # Connecting(name), unless a Trying named the link
-            return subscription
-
-        attempt: Observable[Any] = Observable(open_link).pipe(
+        # transport.open() is cold: each (re)subscription by the retry operator opens
+        # a new link, so no defer is needed (every wrapper layer is one more call
+        # per message on the hot path).
+        attempt: Observable[Any] = transport.open(scheduler, context).pipe(
             idle_timeout_(
                 self._idle_timeout,
                 is_open=_is_opened,
                 make_error=self._idle_error,
                 sink=self._deliver,  # the fast lane: payloads skip the rest of the chain
+                subscribed=self._announce_default,  # Connecting(name), unless Trying named it
                 scheduler=scheduler,
             )
         )
@@ -305,6 +297,7 @@ class Connection:
         elif kind is AttemptStarted:
             self._link = None
             self._attempt = event.attempt
+            self._announced = False  # the attempt's link subscribes right after this
         elif kind is Trying:
             self._announced = True
             self._link = None

@@ -34,11 +34,14 @@ def idle_timeout_(
     is_open: Callable[[Any], bool],
     make_error: Callable[[float], Exception],
     sink: Callable[[Any], None] | None = None,
+    subscribed: Callable[[], None] | None = None,
     scheduler: abc.SchedulerBase | None = None,
 ) -> Callable[[Observable[_T]], Observable[_T]]:
     """Build the operator; see :func:`rxconn.operators.idle_timeout` for the contract.
 
-    ``seconds=None`` keeps only the fast lane (no timer).
+    ``seconds=None`` keeps only the fast lane (no timer); ``subscribed`` is
+    called once the source subscription returned (the connection announces
+    its state there, so that a transport's synchronous ``Trying`` comes first).
     """
     if seconds is not None and not seconds > 0:
         raise ValueError(f"idle timeout must be > 0, got {seconds!r}")
@@ -94,6 +97,8 @@ def idle_timeout_(
             upstream.disposable = source.subscribe(
                 on_next, on_error, on_completed, scheduler=scheduler_
             )
+            if subscribed is not None:
+                subscribed()
             return CompositeDisposable(upstream, timer)
 
         return Observable(subscribe)
