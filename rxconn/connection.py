@@ -135,6 +135,15 @@ class Connection:
         return len(self._outbox)
 
     @property
+    def session_resets(self) -> int:
+        """How many times the hub did not resume this connection's session (expired, restarted).
+
+        Each reset is also logged on the ``rxconn`` logger; hub messages the old
+        session had not delivered are gone, unacknowledged sends were resent.
+        """
+        return self._session.resets
+
+    @property
     def closed(self) -> bool:
         """True once ``close()`` was called."""
         return self._closed

@@ -20,6 +20,7 @@ See ``docs/protocol.md`` for the frames that carry this over WebSocket
 from __future__ import annotations
 
 import itertools
+import logging
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ from .errors import BufferFullError
 
 
 __all__ = ["ClientSession", "Inbound", "ReplayLog", "ReplayGap"]
+
+logger = logging.getLogger("rxconn")
 
 
 class ReplayGap(Exception):
@@ -142,6 +145,8 @@ class ClientSession:
 
     id: str | None = None
     inbound: Inbound | None = None
+    resets: int = 0
+    """How many times the hub did not resume our session and a new one began."""
 
     def __post_init__(self) -> None:
         if self.inbound is None:
@@ -154,13 +159,28 @@ class ClientSession:
         return self.inbound.received
 
     def start(self, session_id: str, resumed: bool) -> None:
-        """Adopt ``session_id``; a session that was not resumed starts numbering afresh."""
+        """Adopt ``session_id``; a session that was not resumed starts numbering afresh.
+
+        Replacing a session we had is logged (``rxconn`` logger, WARNING) and
+        counted in ``resets``: hub messages it never delivered are gone.
+        """
         assert self.inbound is not None
         if not resumed or session_id != self.id:
+            if self.id is not None:
+                self.resets += 1
+                logger.warning(
+                    "rxconn: hub session %s was not resumed (expired or hub restarted); "
+                    "continuing in new session %s",
+                    self.id,
+                    session_id,
+                )
             self.inbound = Inbound()
         self.id = session_id
 
     def forget(self) -> None:
         """Drop the session (the hub no longer knows it): the next link starts a new one."""
+        if self.id is not None:
+            self.resets += 1
+            logger.warning("rxconn: hub session %s expired or unknown to the hub (410)", self.id)
         self.id = None
         self.inbound = Inbound()

@@ -263,6 +263,7 @@ async def test_hub_restart_reconnects_and_delivers_buffered_sends_in_order() -> 
         conn.send("after")
         await rec.count(5)
     assert rec.items == ["before", "during0", "during1", "during2", "after"]
+    assert conn.session_resets == 1  # the restarted hub could not resume the session
     rec.dispose()
     conn.close()
 
