@@ -16,6 +16,9 @@ from .connection import Connection
 
 __all__ = ["connection"]
 
+HUB_MESSAGE_LIMIT = 4 * 1024 * 1024
+"""The hub's default ``max_message_size``: what ``connection()`` lets ``send()`` accept."""
+
 
 def connection(
     base_url: str,
@@ -56,6 +59,7 @@ def connection(
             headers=headers,
             heartbeat=heartbeat,
             open_timeout=open_timeout,
+            max_send_size=transport_options.pop("max_send_size", HUB_MESSAGE_LIMIT),
             **transport_options,
         ),
         http(base + "/events", headers=headers, open_timeout=open_timeout, **transport_options),

@@ -8,6 +8,7 @@ event from a replaced attempt is ignored, and every timer from the scheduler.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -53,6 +54,24 @@ class Paused:
 
 
 RetryEvent = AttemptStarted | Retrying | Paused
+
+
+MAX_ADVICE = 3600.0
+"""Longest server-advised wait honoured, in seconds (longer advice is capped)."""
+
+
+def _delay(backoff: Backoff, attempt: int, advised: object) -> float:
+    """The wait before the next attempt: the server's advice, but never a storm.
+
+    Advice (``retry_after``) is honoured when it asks for *longer* than the
+    backoff; it can never shorten it, so a server that advises 0 (SSE
+    ``retry: 0``, ``Retry-After: 0``, a 410 on every resume) still gets the
+    growing schedule. Nonsense advice (negative, NaN, infinite) is ignored.
+    """
+    computed = backoff.delay(attempt)
+    if isinstance(advised, int | float) and math.isfinite(advised) and advised >= 0:
+        return max(computed, min(float(advised), MAX_ADVICE))
+    return computed
 
 
 def _require(scheduler: abc.SchedulerBase | None) -> abc.SchedulerBase:
@@ -174,8 +193,7 @@ def retry_with_backoff_(
                     current.disposable = Disposable()
                     observer.on_next(Paused(error))
                     return
-                advised = getattr(error, "retry_after", None)
-                delay = float(advised) if advised is not None else backoff.delay(attempt)
+                delay = _delay(backoff, attempt, getattr(error, "retry_after", None))
                 failed = attempt
                 attempt += 1
                 waiting = True

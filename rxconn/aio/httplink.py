@@ -191,6 +191,7 @@ class HttpTransport:
         try:
             if previous is not None and not previous.done():
                 await asyncio.wait((previous,))  # break before make, as for WebSocket
+            previous = None  # else every link keeps the one before it alive, forever
             own = self.session is None
             http = aiohttp.ClientSession() if own else self.session
             assert http is not None
@@ -299,17 +300,35 @@ class HttpTransport:
         types = self.event_types
         hub: HubSession | None = None
         opening = asyncio.timeout(self.open_timeout if hub_mode else None)
+        # Bytes that may arrive without completing an event: the largest message,
+        # base64-encoded (binary events), plus room for the event's other lines.
+        stream_limit = self.max_message_size * 4 // 3 + 4096
+        undispatched = 0
+        limit = self.max_message_size
         async with opening:
             async for chunk in resp.content.iter_any():
                 events = decoder.feed(chunk)
                 if decoder.retry is not None:
                     state.retry = decoder.retry / 1000
+                if events:
+                    undispatched = 0
+                else:
+                    # An event that never ends must not grow without bound.
+                    undispatched += len(chunk)
+                    if undispatched > stream_limit:
+                        raise ProtocolError(
+                            "http", f"an event exceeds max_message_size={self.max_message_size}"
+                        )
                 if not events:
                     on_next(ALIVE)  # a comment, a ping, part of an event: the link lives
                 elif not hub_mode:
                     state.last_event_id = decoder.last_event_id
                     for event in events:
                         if types is None or event.event in types:
+                            if len(event.data) > limit:
+                                raise ProtocolError(
+                                    "http", f"an event exceeds max_message_size={limit}"
+                                )
                             on_next(event.data)
                         else:
                             on_next(ALIVE)
@@ -348,6 +367,7 @@ class HttpTransport:
         assert inbound is not None and hub.id is not None
         prefix = hub.id + ":"
         cut = len(prefix)
+        limit = self.max_message_size
         for event in events:
             event_id = event.id
             number = event_id[cut:]
@@ -356,15 +376,17 @@ class HttpTransport:
             seq = int(number)
             expected = inbound.received + 1
             if seq == expected:
-                inbound.received = seq
                 kind = event.event
-                if kind == "message":
-                    on_next(event.data)
-                else:
+                payload: Payload = event.data
+                if kind != "message":
                     try:
-                        on_next(wire.decode_sse_payload(kind, event.data))
-                    except wire.WireError as exc:
+                        payload = wire.decode_sse_payload(kind, event.data)
+                    except wire.WireError as exc:  # not counted: the resume asks for it again
                         raise ProtocolError("http", str(exc)) from exc
+                if len(payload) > limit:
+                    raise ProtocolError("http", f"a message exceeds max_message_size={limit}")
+                inbound.received = seq
+                on_next(payload)
             elif seq > expected:
                 raise ProtocolError("http", f"gap in the event stream at {seq}")
             # seq < expected: a repeat after a resume; already delivered
@@ -495,7 +517,9 @@ def http(
         max_batch: Most messages per POST.
         max_batch_bytes: Most payload bytes per POST (a larger single message goes alone);
             halved whenever the server answers 413 to a batch of several messages.
-        max_message_size: The largest payload ``send()`` accepts for this transport.
+        max_message_size: The largest message either way: ``send()`` refuses larger
+            payloads (``MessageTooLarge``), and a larger incoming event (or one that
+            never ends) fails the link with ``ProtocolError``.
         post_timeout: Bound on each POST.
         hub: Ask for the hub session protocol (``X-Rxconn: v1``).
         session: An ``aiohttp.ClientSession`` to use (never closed by rxconn).

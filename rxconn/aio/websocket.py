@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
@@ -155,6 +156,7 @@ class WebSocketTransport:
         hub: bool = True,
         session: aiohttp.ClientSession | None = None,
         ssl: Any = True,
+        max_send_size: int | None = None,
     ) -> None:
         self.url = _ws_url(url)
         if heartbeat is not None and not heartbeat > 0:
@@ -168,6 +170,8 @@ class WebSocketTransport:
         self.heartbeat = heartbeat
         self.open_timeout = open_timeout
         self.max_message_size = max_message_size
+        self.max_send_size = max_send_size
+        """The largest payload ``Connection.send()`` accepts (the server's limit), if known."""
         self.hub = hub
         self.session = session
         self.ssl = ssl
@@ -216,6 +220,7 @@ class WebSocketTransport:
                 # Break before make: the previous link of this transport finishes
                 # closing first, so the server never sees two links of ours at once.
                 await asyncio.wait((previous,))
+            previous = None  # else every link keeps the one before it alive, forever
             await self._link(observer, ctx)
         except asyncio.CancelledError:
             raise  # disposal: the finally blocks below closed everything
@@ -504,13 +509,18 @@ class WebSocketTransport:
                 "websocket", reason or "session unknown", status=410, retry_after=0
             )
         if code in ADVISED_DELAY:
-            try:
-                delay = float(str(reason).split()[-1]) if reason else ADVISED_DELAY[code]
-            except ValueError:
-                delay = ADVISED_DELAY[code]
+            delay = ADVISED_DELAY[code]
+            with contextlib.suppress(ValueError, IndexError):
+                named = float(str(reason).split()[-1])
+                if math.isfinite(named) and named >= 0:  # nan, inf, -1: not advice
+                    delay = named
             return ConnectionLost("websocket", f"closed by the server ({code})", retry_after=delay)
         if code == 1009:
-            return ProtocolError("websocket", "the server closed: message too big (1009)")
+            # The server refused one of *our* messages as too big: sending it again on
+            # the next link would loop forever, so stop (close() hands it back).
+            return ProtocolError(
+                "websocket", "the server refused a message as too big (1009)", fatal=True
+            )
         exc = ws.exception()
         lost = ConnectionLost("websocket", f"closed abnormally (code {code})")
         lost.__cause__ = exc
@@ -533,6 +543,7 @@ def websocket(
     hub: bool = True,
     session: aiohttp.ClientSession | None = None,
     ssl: Any = True,
+    max_send_size: int | None = None,
 ) -> WebSocketTransport:
     """Describe WebSocket links to ``url`` (``ws(s)://`` or ``http(s)://``); opens nothing.
 
@@ -546,6 +557,10 @@ def websocket(
         hub: Offer the ``rxconn.v1`` session subprotocol (plain frames if the server declines).
         session: An ``aiohttp.ClientSession`` to use (never closed by rxconn).
         ssl: Passed to aiohttp; certificates are verified by default.
+        max_send_size: The server's message size limit, if known: ``send()``
+            then refuses larger payloads at once (``MessageTooLarge``). A server
+            that closes with 1009 (message too big) stops the connection
+            (fatal ``ProtocolError``) rather than being sent the payload forever.
 
     Raises:
         InvalidURL: for a URL without host or with another scheme.
@@ -560,4 +575,5 @@ def websocket(
         hub=hub,
         session=session,
         ssl=ssl,
+        max_send_size=max_send_size,
     )
