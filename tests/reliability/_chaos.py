@@ -98,6 +98,8 @@ class Cutter:
         self.rounds = 0
         self.links_cut = 0
         self.rst_rounds = 0
+        self.cuts: list[tuple[float, bool]] = []
+        """(loop time, rst?) of each round."""
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -113,6 +115,7 @@ class Cutter:
             if self._stop.is_set():
                 return
             self.links_cut += self.proxy.cut(rst=rst)
+            self.cuts.append((asyncio.get_running_loop().time(), rst))
             self.rounds += 1
             self.rst_rounds += rst
             rst = not rst
@@ -123,16 +126,22 @@ class Cutter:
             await self._task
 
 
-async def paced(send: Callable[[str], Any], payloads: list[str], duration: float) -> None:
-    """Call ``send`` for each payload, spread evenly over ``duration`` seconds."""
+async def paced(send: Callable[[str], Any], payloads: list[str], duration: float) -> list[float]:
+    """Call ``send`` for each payload, spread evenly over ``duration`` seconds.
+
+    Returns the loop time at which each payload was sent.
+    """
     loop = asyncio.get_running_loop()
     start = loop.time()
     step = duration / max(len(payloads), 1)
+    times: list[float] = []
     for i, payload in enumerate(payloads):
         delay = start + i * step - loop.time()
         if delay > 0:
             await asyncio.sleep(delay)
+        times.append(loop.time())
         send(payload)
+    return times
 
 
 def dedupe(seq: list[Any]) -> list[Any]:

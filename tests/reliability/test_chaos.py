@@ -192,7 +192,7 @@ async def test_plain_websocket_loses_at_most_frames_in_flight_and_never_reorders
     proxy.set_latency(LATENCY)
     cutter = Cutter(proxy)
     cutter.start()
-    await asyncio.gather(
+    sent_at, _ = await asyncio.gather(
         paced(conn.send, client_out, DURATION), paced(broadcast, hub_out, DURATION)
     )
     await cutter.stop()
@@ -217,6 +217,18 @@ async def test_plain_websocket_loses_at_most_frames_in_flight_and_never_reorders
     lost_h2c = COUNT - len(set(at_client))
     c2h_runs = missing_runs(set(hub_numbers), COUNT)
     h2c_runs = missing_runs(set(at_client), COUNT)
+    # Where: how long before the next cut the first payload of each lost run was sent.
+    # and how long after that cut its last payload was sent (written before the client saw
+    # the link die: the socket took it, so a plain link counts it as accepted).
+    before_cut = [cut_after(cutter.cuts, sent_at[first]) for first, _ in c2h_runs]
+    rst_runs = sum(rst for _, rst in before_cut if rst is not None)
+    leads = [lead for lead, _ in before_cut if lead is not None]
+    lead_ms = sorted(round(1000 * lead) for lead in leads)
+    tail_ms = sorted(
+        round(1000 * (sent_at[first + n - 1] - sent_at[first] - lead))
+        for (first, n), (lead, _) in zip(c2h_runs, before_cut, strict=True)
+        if lead is not None
+    )
     report(
         "chaos plain websocket (hub=False)",
         messages_each_way=COUNT,
@@ -227,6 +239,11 @@ async def test_plain_websocket_loses_at_most_frames_in_flight_and_never_reorders
         lost_c2h=lost_c2h,
         c2h_loss_runs=len(c2h_runs),
         c2h_longest_run=max((n for _, n in c2h_runs), default=0),
+        c2h_runs_at_rst_cuts=rst_runs,
+        c2h_sent_ms_before_cut_median=lead_ms[len(lead_ms) // 2] if lead_ms else None,
+        c2h_sent_ms_before_cut_max=lead_ms[-1] if lead_ms else None,
+        c2h_sent_ms_after_cut_median=tail_ms[len(tail_ms) // 2] if tail_ms else None,
+        c2h_sent_ms_after_cut_max=tail_ms[-1] if tail_ms else None,
         dup_c2h=dup_c2h,
         lost_h2c=lost_h2c,
         h2c_loss_runs=len(h2c_runs),
@@ -241,11 +258,20 @@ async def test_plain_websocket_loses_at_most_frames_in_flight_and_never_reorders
     # Loss happens only at cuts: at most one run of consecutive numbers per link lost.
     assert len(c2h_runs) <= states.reconnects
     assert len(h2c_runs) <= states.reconnects
+    assert all(lead < cutter.interval / 2 for lead in leads)  # each run starts just before a cut
 
     received.dispose()
     state_sub.dispose()
     log.dispose()
     conn.close()
+
+
+def cut_after(cuts: list[tuple[float, bool]], when: float) -> tuple[float | None, bool | None]:
+    """(seconds from ``when`` to the next cut, was it RST?); (None, None) if no cut followed."""
+    for at, rst in cuts:
+        if at >= when:
+            return at - when, rst
+    return None, None
 
 
 def missing_runs(present: set[int], count: int) -> list[tuple[int, int]]:
