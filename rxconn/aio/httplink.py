@@ -36,7 +36,6 @@ from typing import Any, Final
 
 import aiohttp
 from reactivex import Observable, abc
-from reactivex.disposable import Disposable
 from yarl import URL
 
 from .. import wire
@@ -45,7 +44,7 @@ from ..session import ClientSession as HubSession
 from ..sse import ServerSentEvent, SSEDecoder
 from ..transport import ALIVE, Acked, LinkContext, LinkEvent, Opened, Payload
 from ._errors import status_error, translate
-from ._tasks import TASKS
+from ._links import serial_links
 
 
 __all__ = ["HttpLink", "HttpTransport", "http"]
@@ -73,7 +72,6 @@ def _http_url(url: str) -> URL:
 class _StreamState:
     """What one connection's HTTP links remember between them (``LinkContext.connection``)."""
 
-    previous: asyncio.Task[None] | None = None
     last_event_id: str = ""
     retry: float | None = None  # the server's last ``retry:`` advice, in seconds
 
@@ -108,7 +106,28 @@ class HttpLink:
 
 
 class HttpTransport:
-    """Opens HTTP links (SSE + POST); see the module docstring. Build it with :func:`http`."""
+    """Describe HTTP links (SSE down, POST up) to the event stream at ``url``; opens nothing.
+
+    Args:
+        url: The SSE endpoint (``http(s)://…/rx/events`` for the hub).
+        headers: Extra request headers (never logged).
+        open_timeout: Bound on the GET until its response headers (and the hub's first event).
+        event_types: Against a non-hub server, the SSE event types whose data
+            become messages (``None``: all); others only prove life.
+        max_batch: Most messages per POST.
+        max_batch_bytes: Most payload bytes per POST (a larger single message goes alone);
+            halved whenever the server answers 413 to a batch of several messages.
+        max_message_size: The largest message either way: ``send()`` refuses larger
+            payloads (``MessageTooLarge``), and a larger incoming event (or one that
+            never ends) fails the link with ``ProtocolError``.
+        post_timeout: Bound on each POST.
+        hub: Ask for the hub session protocol (``X-Rxconn: v1``).
+        session: An ``aiohttp.ClientSession`` to use (never closed by rxconn).
+        ssl: Passed to aiohttp; certificates are verified by default.
+
+    Raises:
+        InvalidURL: for a URL without host or with another scheme.
+    """
 
     def __init__(
         self,
@@ -157,22 +176,7 @@ class HttpTransport:
     def open(
         self, scheduler: abc.SchedulerBase, context: LinkContext | None = None
     ) -> Observable[LinkEvent]:
-        ctx = context if context is not None else LinkContext()
-
-        def subscribe(
-            observer: abc.ObserverBase[LinkEvent], scheduler_: abc.SchedulerBase | None = None
-        ) -> abc.DisposableBase:
-            state = self._state(ctx)
-            previous = state.previous  # this connection's last link of ours
-            task = TASKS.spawn(self._run(observer, ctx, previous), name=f"rxconn http {self.url}")
-            state.previous = task
-
-            def dispose() -> None:
-                task.cancel()
-
-            return Disposable(dispose)
-
-        return Observable(subscribe)
+        return serial_links(self._key + ":link", f"rxconn http {self.url}", self._run, context)
 
     def _state(self, ctx: LinkContext) -> _StreamState:
         state = ctx.connection.get(self._key)
@@ -182,16 +186,8 @@ class HttpTransport:
 
     # ------------------------------------------------------------- the task
 
-    async def _run(
-        self,
-        observer: abc.ObserverBase[LinkEvent],
-        ctx: LinkContext,
-        previous: asyncio.Task[None] | None,
-    ) -> None:
+    async def _run(self, observer: abc.ObserverBase[LinkEvent], ctx: LinkContext) -> None:
         try:
-            if previous is not None and not previous.done():
-                await asyncio.wait((previous,))  # break before make, as for WebSocket
-            previous = None  # else every link keeps the one before it alive, forever
             own = self.session is None
             http = aiohttp.ClientSession() if own else self.session
             assert http is not None
@@ -492,52 +488,5 @@ class _Acker:
         self.sent()
 
 
-def http(
-    url: str,
-    *,
-    headers: Mapping[str, str] | None = None,
-    open_timeout: float = 10.0,
-    event_types: Collection[str] | None = ("message",),
-    max_batch: int = 1000,
-    max_batch_bytes: int = 256 * 1024,
-    max_message_size: int = 4 * 1024 * 1024,
-    post_timeout: float = 30.0,
-    hub: bool = True,
-    session: aiohttp.ClientSession | None = None,
-    ssl: Any = True,
-) -> HttpTransport:
-    """Describe HTTP links (SSE down, POST up) to the event stream at ``url``; opens nothing.
-
-    Args:
-        url: The SSE endpoint (``http(s)://…/rx/events`` for the hub).
-        headers: Extra request headers (never logged).
-        open_timeout: Bound on the GET until its response headers (and the hub's first event).
-        event_types: Against a non-hub server, the SSE event types whose data
-            become messages (``None``: all); others only prove life.
-        max_batch: Most messages per POST.
-        max_batch_bytes: Most payload bytes per POST (a larger single message goes alone);
-            halved whenever the server answers 413 to a batch of several messages.
-        max_message_size: The largest message either way: ``send()`` refuses larger
-            payloads (``MessageTooLarge``), and a larger incoming event (or one that
-            never ends) fails the link with ``ProtocolError``.
-        post_timeout: Bound on each POST.
-        hub: Ask for the hub session protocol (``X-Rxconn: v1``).
-        session: An ``aiohttp.ClientSession`` to use (never closed by rxconn).
-        ssl: Passed to aiohttp; certificates are verified by default.
-
-    Raises:
-        InvalidURL: for a URL without host or with another scheme.
-    """
-    return HttpTransport(
-        url,
-        headers=headers,
-        open_timeout=open_timeout,
-        event_types=event_types,
-        max_batch=max_batch,
-        max_batch_bytes=max_batch_bytes,
-        max_message_size=max_message_size,
-        post_timeout=post_timeout,
-        hub=hub,
-        session=session,
-        ssl=ssl,
-    )
+http = HttpTransport
+"""``rxconn.http(...)``: the public name of :class:`HttpTransport`."""

@@ -30,7 +30,6 @@ from typing import Any, Final
 
 import aiohttp
 from reactivex import Observable, abc
-from reactivex.disposable import Disposable
 from yarl import URL
 
 from .. import wire
@@ -38,6 +37,7 @@ from ..errors import ConnectionLost, InvalidURL, ProtocolError, SessionExpired, 
 from ..session import ClientSession as HubSession
 from ..transport import ALIVE, Acked, LinkContext, LinkEvent, Opened, Payload
 from ._errors import translate
+from ._links import serial_links
 from ._tasks import TASKS
 
 
@@ -139,9 +139,25 @@ class WebSocketLink:
 
 
 class WebSocketTransport:
-    """Opens WebSocket links; see the module docstring for the lifecycle.
+    """Describe WebSocket links to ``url`` (``ws(s)://`` or ``http(s)://``); opens nothing.
 
-    Build it with :func:`websocket`.
+    Args:
+        url: The endpoint; ``http(s)`` is turned into ``ws(s)``.
+        protocols: Extra subprotocols to offer.
+        headers: Extra handshake headers (never logged).
+        heartbeat: Ping every ``heartbeat`` s; a pong missing that long is a dead link.
+        open_timeout: Bound on the handshake (and the hub welcome).
+        max_message_size: Larger inbound messages fail the link with ``ProtocolError``.
+        hub: Offer the ``rxconn.v1`` session subprotocol (plain frames if the server declines).
+        session: An ``aiohttp.ClientSession`` to use (never closed by rxconn).
+        ssl: Passed to aiohttp; certificates are verified by default.
+        max_send_size: The server's message size limit, if known: ``send()``
+            then refuses larger payloads at once (``MessageTooLarge``). A server
+            that closes with 1009 (message too big) stops the connection
+            (fatal ``ProtocolError``) rather than being sent the payload forever.
+
+    Raises:
+        InvalidURL: for a URL without host or with another scheme.
     """
 
     def __init__(
@@ -189,38 +205,12 @@ class WebSocketTransport:
     def open(
         self, scheduler: abc.SchedulerBase, context: LinkContext | None = None
     ) -> Observable[LinkEvent]:
-        ctx = context if context is not None else LinkContext()
-
-        def subscribe(
-            observer: abc.ObserverBase[LinkEvent], scheduler_: abc.SchedulerBase | None = None
-        ) -> abc.DisposableBase:
-            previous = ctx.connection.get(self._key)  # this connection's last link of ours
-            task = TASKS.spawn(
-                self._run(observer, ctx, previous), name=f"rxconn websocket {self.url}"
-            )
-            ctx.connection[self._key] = task
-
-            def dispose() -> None:
-                task.cancel()
-
-            return Disposable(dispose)
-
-        return Observable(subscribe)
+        return serial_links(self._key, f"rxconn websocket {self.url}", self._run, context)
 
     # ------------------------------------------------------------- the task
 
-    async def _run(
-        self,
-        observer: abc.ObserverBase[LinkEvent],
-        ctx: LinkContext,
-        previous: asyncio.Task[None] | None,
-    ) -> None:
+    async def _run(self, observer: abc.ObserverBase[LinkEvent], ctx: LinkContext) -> None:
         try:
-            if previous is not None and not previous.done():
-                # Break before make: the previous link of this transport finishes
-                # closing first, so the server never sees two links of ours at once.
-                await asyncio.wait((previous,))
-            previous = None  # else every link keeps the one before it alive, forever
             await self._link(observer, ctx)
         except asyncio.CancelledError:
             raise  # disposal: the finally blocks below closed everything
@@ -532,48 +522,5 @@ _CLOSING: Final = frozenset(
 )
 
 
-def websocket(
-    url: str,
-    *,
-    protocols: Sequence[str] = (),
-    headers: Mapping[str, str] | None = None,
-    heartbeat: float | None = 15.0,
-    open_timeout: float = 10.0,
-    max_message_size: int = 4 * 1024 * 1024,
-    hub: bool = True,
-    session: aiohttp.ClientSession | None = None,
-    ssl: Any = True,
-    max_send_size: int | None = None,
-) -> WebSocketTransport:
-    """Describe WebSocket links to ``url`` (``ws(s)://`` or ``http(s)://``); opens nothing.
-
-    Args:
-        url: The endpoint; ``http(s)`` is turned into ``ws(s)``.
-        protocols: Extra subprotocols to offer.
-        headers: Extra handshake headers (never logged).
-        heartbeat: Ping every ``heartbeat`` s; a pong missing that long is a dead link.
-        open_timeout: Bound on the handshake (and the hub welcome).
-        max_message_size: Larger inbound messages fail the link with ``ProtocolError``.
-        hub: Offer the ``rxconn.v1`` session subprotocol (plain frames if the server declines).
-        session: An ``aiohttp.ClientSession`` to use (never closed by rxconn).
-        ssl: Passed to aiohttp; certificates are verified by default.
-        max_send_size: The server's message size limit, if known: ``send()``
-            then refuses larger payloads at once (``MessageTooLarge``). A server
-            that closes with 1009 (message too big) stops the connection
-            (fatal ``ProtocolError``) rather than being sent the payload forever.
-
-    Raises:
-        InvalidURL: for a URL without host or with another scheme.
-    """
-    return WebSocketTransport(
-        url,
-        protocols=protocols,
-        headers=headers,
-        heartbeat=heartbeat,
-        open_timeout=open_timeout,
-        max_message_size=max_message_size,
-        hub=hub,
-        session=session,
-        ssl=ssl,
-        max_send_size=max_send_size,
-    )
+websocket = WebSocketTransport
+"""``rxconn.websocket(...)``: the public name of :class:`WebSocketTransport`."""
