@@ -13,7 +13,7 @@ from aiohttp import web
 import rxconn
 from rxconn import Backoff, Connected, Errored
 from rxconn.server import Hub, Session
-from tests.helpers import Recorder, reach
+from tests.helpers import Recorder, hub_in_app, reach
 
 
 pytestmark = pytest.mark.asyncio
@@ -42,18 +42,10 @@ async def gated_hub(gate: Gate, hub: Hub) -> AsyncIterator[str]:
             await asyncio.sleep(3600)  # blackhole: TCP accepted, the upgrade never answered
         return await handler(request)
 
-    root = web.Application(middlewares=[gatekeeper])
-    root.add_subapp("/rx", hub.app())
-    runner = web.AppRunner(root, access_log=None, shutdown_timeout=0.5)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # noqa: SLF001
-    try:
-        yield f"http://127.0.0.1:{port}/rx"
-    finally:
-        hub.shutdown()
-        await runner.cleanup()
+    async with hub_in_app(
+        hub, web.Application(middlewares=[gatekeeper]), shutdown_timeout=0.5
+    ) as base:
+        yield base
 
 
 def states_of(rec: Recorder) -> list[str]:

@@ -6,8 +6,7 @@ import asyncio
 import io
 import json
 import os
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 
 import aiohttp
 import pytest
@@ -15,8 +14,6 @@ from aiohttp import web
 
 import rxconn
 from rxconn import (
-    Backoff,
-    Connected,
     ConnectionClosedError,
     Errored,
     InvalidURL,
@@ -26,46 +23,24 @@ from rxconn import (
 )
 from rxconn.aio import TASKS
 from rxconn.server import Hub, Server, serve
-from tests.helpers import Recorder, reach, settle
+from tests.helpers import (
+    Recorder,
+    app_server,
+    connection_over,
+    hub_in_app,
+    is_connected,
+    is_errored,
+    reach,
+    settle,
+)
 
 
 pytestmark = pytest.mark.asyncio
 
-FAST = Backoff(initial=0.02, max_delay=0.2, jitter=0.0)
-
 
 def connect_http(url: str, **kw: object) -> rxconn.Connection:
-    transport_kw = {
-        k: kw.pop(k)
-        for k in list(kw)
-        if k in ("hub", "event_types", "open_timeout", "max_batch", "max_message_size")
-    }
-    options: dict[str, object] = {"backoff": FAST, "idle_timeout": 5.0, **kw}
-    return rxconn.Connection(rxconn.http(url, **transport_kw), **options)  # type: ignore[arg-type]
-
-
-def is_connected(state: object) -> bool:
-    return isinstance(state, Connected)
-
-
-def is_errored(state: object) -> bool:
-    return isinstance(state, Errored)
-
-
-@asynccontextmanager
-async def app_server(routes: Callable[[web.Application], None]) -> AsyncIterator[str]:
-    """Serve a custom aiohttp app on 127.0.0.1; yields its base URL."""
-    app = web.Application()
-    routes(app)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # noqa: SLF001
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+    options = ("hub", "event_types", "open_timeout", "max_batch", "max_message_size")
+    return connection_over(rxconn.http, url, options, **kw)
 
 
 async def test_echo_through_sse_and_post(hub_server: Server) -> None:
@@ -240,15 +215,8 @@ async def test_failed_post_keeps_payloads_and_delivers_them_after_reconnect() ->
                 return web.Response(status=500)
         return await handler(request)  # type: ignore[no-any-return, misc]
 
-    root = web.Application(middlewares=[flaky])
-    root.add_subapp("/rx", hub.app())
-    runner = web.AppRunner(root, access_log=None, shutdown_timeout=1.0)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # noqa: SLF001
-    try:
-        conn = connect_http(f"http://127.0.0.1:{port}/rx/events")
+    async with hub_in_app(hub, web.Application(middlewares=[flaky])) as base:
+        conn = connect_http(base + "/events")
         rec = Recorder(conn.messages)
         states = Recorder(conn.state)
         await reach(conn, is_connected)
@@ -260,9 +228,6 @@ async def test_failed_post_keeps_payloads_and_delivers_them_after_reconnect() ->
         rec.dispose()
         conn.close()
         await settle()
-    finally:
-        hub.shutdown()
-        await runner.cleanup()
 
 
 async def test_resume_after_the_stream_is_cut_has_no_gap_and_no_duplicate(
@@ -470,15 +435,8 @@ async def _until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
 async def test_big_batches_are_split_when_the_server_limits_bodies() -> None:
     """A hub embedded with a 64 KiB body limit: batches split on 413, nothing is lost."""
     hub = Hub(echo=True, ping_interval=1.0)
-    root = web.Application(client_max_size=64 * 1024)
-    root.add_subapp("/rx", hub.app())
-    runner = web.AppRunner(root, access_log=None, shutdown_timeout=1.0)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # noqa: SLF001
-    try:
-        conn = connect_http(f"http://127.0.0.1:{port}/rx/events")
+    async with hub_in_app(hub, web.Application(client_max_size=64 * 1024)) as base:
+        conn = connect_http(base + "/events")
         rec = Recorder(conn.messages)
         states = Recorder(conn.state)
         await reach(conn, is_connected)
@@ -490,9 +448,6 @@ async def test_big_batches_are_split_when_the_server_limits_bodies() -> None:
         states.dispose()
         rec.dispose()
         conn.close()
-    finally:
-        hub.shutdown()
-        await runner.cleanup()
 
 
 async def test_a_two_megabyte_message_posts_under_serve(hub_server: Server) -> None:

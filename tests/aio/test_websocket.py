@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 import pytest
@@ -13,7 +12,6 @@ from aiohttp import web
 
 import rxconn
 from rxconn import (
-    Backoff,
     Connected,
     ConnectionClosedError,
     ConnectionLost,
@@ -25,50 +23,24 @@ from rxconn import (
 )
 from rxconn.aio import TASKS, drain
 from rxconn.server import Hub, Server, serve
-from tests.helpers import Recorder, reach, settle
+from tests.helpers import (
+    FAST,
+    Recorder,
+    app_server,
+    connection_over,
+    is_connected,
+    is_errored,
+    reach,
+    settle,
+)
 
 
 pytestmark = pytest.mark.asyncio
 
-FAST = Backoff(initial=0.02, max_delay=0.2, jitter=0.0)
-
 
 def connect_ws(url: str, **kw: object) -> rxconn.Connection:
-    options: dict[str, object] = {"backoff": FAST, "idle_timeout": 5.0}
-    transport_kw = {
-        k: kw.pop(k)
-        for k in list(kw)
-        if k in ("hub", "heartbeat", "open_timeout", "max_message_size", "headers")
-    }
-    options.update(kw)
-    return rxconn.Connection(rxconn.websocket(url, **transport_kw), **options)  # type: ignore[arg-type]
-
-
-def is_connected(state: object) -> bool:
-    return isinstance(state, Connected)
-
-
-def is_errored(state: object) -> bool:
-    return isinstance(state, Errored)
-
-
-@asynccontextmanager
-async def app_server(
-    routes: Callable[[web.Application], None], port: int = 0
-) -> AsyncIterator[str]:
-    """Serve a custom aiohttp app on 127.0.0.1; yields its base http URL."""
-    app = web.Application()
-    routes(app)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", port, reuse_address=True)
-    await site.start()
-    sockets = site._server.sockets  # type: ignore[union-attr]  # noqa: SLF001
-    bound = sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{bound}"
-    finally:
-        await runner.cleanup()
+    options = ("hub", "heartbeat", "open_timeout", "max_message_size", "headers")
+    return connection_over(rxconn.websocket, url, options, **kw)
 
 
 def ws_route(

@@ -13,12 +13,14 @@ import base64
 import contextlib
 import hashlib
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Any, Self
 
 from aiohttp import web
+
+from tests.helpers import app_server
 
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
@@ -159,20 +161,9 @@ async def until_close_frame(reader: asyncio.StreamReader, writer: asyncio.Stream
             return
 
 
-@asynccontextmanager
-async def aiohttp_server(routes: Callable[[web.Application], None]) -> AsyncIterator[str]:
+def aiohttp_server(routes: Callable[[web.Application], None]) -> AbstractAsyncContextManager[str]:
     """Serve a custom aiohttp app on 127.0.0.1; yields its base http URL."""
-    app = web.Application()
-    routes(app)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # noqa: SLF001
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+    return app_server(routes, shutdown_timeout=0.1)
 
 
 async def sse_response(

@@ -7,14 +7,13 @@ task may outlive it.
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import AsyncIterator
 
 import pytest_asyncio
 
-from rxconn.aio import TASKS, drain
 from rxconn.server import Hub, Server, serve
+from tests.helpers import assert_no_leaked_tasks
 from tests.proxy import FaultProxy
 
 
@@ -46,7 +45,4 @@ async def proxy(server: Server) -> AsyncIterator[FaultProxy]:
 async def no_leaked_tasks() -> AsyncIterator[None]:
     """Every test must leave no rxconn task running once teardown had its chance."""
     yield
-    await drain(10.0)
-    assert TASKS.running() == []
-    others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-    assert [t for t in others if "rxconn" in repr(t.get_coro())] == []
+    await assert_no_leaked_tasks()
