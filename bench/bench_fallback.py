@@ -28,26 +28,21 @@ shown too). Run from the repository root::
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import math
-import os
 import socket
 import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
+import _harness as harness  # first: it puts the repository root on sys.path
+from aiohttp import web
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from aiohttp import web  # noqa: E402
-
-import rxconn  # noqa: E402
-import rxconn.aio  # noqa: E402
-from rxconn.server import Hub  # noqa: E402
+import rxconn
+import rxconn.aio
+from rxconn.server import Hub
 
 
 TIMEOUT = 0.5  # the fallback's timeout for the WebSocket attempt
@@ -56,19 +51,6 @@ RUN_TIMEOUT = 10.0
 
 
 # ===================================================================== server
-
-
-def cpus() -> list[int]:
-    if not hasattr(os, "sched_getaffinity"):
-        return []
-    return sorted(os.sched_getaffinity(0))
-
-
-def pin(cpu: int | None) -> str:
-    if cpu is None or not hasattr(os, "sched_setaffinity"):
-        return "not pinned"
-    os.sched_setaffinity(0, {cpu})
-    return f"CPU {cpu}"
 
 
 class Blackhole:
@@ -94,71 +76,23 @@ class Blackhole:
 
 
 async def serve(cpu: int | None) -> None:
-    """The child process: serve until stdin closes, announcing the ports on stdout."""
-    pin(cpu)
+    """The child process: serve until stdin closes, announcing the ports on stdout.
+
+    The blackhole's port is the second one announced (``child.ports[1]``).
+    """
+    harness.pin(cpu)
     hub = Hub(ping_interval=60.0, session_grace=1.0)
     app = web.Application()
     app.add_subapp("/rx", hub.app())
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
     blackhole = Blackhole()
     hole = await asyncio.start_server(blackhole.handle, "127.0.0.1", 0)
     hole_port = hole.sockets[0].getsockname()[1]
-    loop = asyncio.get_running_loop()
-    stdin = asyncio.StreamReader()
-    transport, _ = await loop.connect_read_pipe(
-        lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin
-    )
-    print(f"PORTS {port} {hole_port}", flush=True)
     try:
-        await stdin.read()  # until the parent closes our stdin
+        await harness.serve_app(app, extra_ports=[hole_port], on_stop=[hub.shutdown])
     finally:
-        transport.close()
         hole.close()
         blackhole.close()
         await hole.wait_closed()
-        hub.shutdown()
-        await runner.cleanup()
-
-
-class Child:
-    """The server process: started with the same interpreter and warning options."""
-
-    def __init__(self, cpu: int | None) -> None:
-        self.proc: asyncio.subprocess.Process | None = None
-        self.port = 0
-        self.blackhole_port = 0
-        self.cpu = cpu
-
-    async def __aenter__(self) -> Child:
-        warn = [f"-W{option}" for option in sys.warnoptions]
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            *warn,
-            str(Path(__file__).resolve()),
-            "--serve",
-            *(["--cpu", str(self.cpu)] if self.cpu is not None else []),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-        )
-        assert self.proc.stdout is not None
-        line = await asyncio.wait_for(self.proc.stdout.readline(), 20.0)
-        if not line.startswith(b"PORTS "):
-            raise RuntimeError(f"the server process did not start: {line!r}")
-        self.port, self.blackhole_port = (int(p) for p in line.split()[1:3])
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        proc = self.proc
-        assert proc is not None and proc.stdin is not None and proc.stdout is not None
-        proc.stdin.close()
-        await proc.stdout.read()
-        code = await asyncio.wait_for(proc.wait(), 10.0)
-        if code != 0:
-            raise RuntimeError(f"the server process exited with {code}")
 
 
 # ===================================================================== client
@@ -240,12 +174,8 @@ async def bench(port: int, blackhole_port: int) -> None:
             WS: lambda: time_to_connected(rxconn.websocket(ws_url), "websocket"),
             WS_OK: lambda: time_to_connected(fallback(ws_url), "websocket"),
         }
-        for run in variants.values():  # warm up (imports, first connections)
-            await run()
-        results: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
-        for _ in range(ROUNDS):
-            for name, run in variants.items():
-                results[name].append(await run())
+        await harness.interleaved(variants, 1)  # warm up (imports, first connections)
+        results = await harness.interleaved(variants, ROUNDS)
 
     print(
         f"time from conn.connect() to Connected (ms), {ROUNDS} interleaved runs each, "
@@ -277,27 +207,14 @@ async def bench(port: int, blackhole_port: int) -> None:
     )
 
 
-async def main() -> None:
-    started = time.perf_counter()
-    available = cpus()
-    client_cpu, server_cpu = (available[0], available[1]) if len(available) >= 2 else (None, None)
-    async with Child(server_cpu) as child:
-        client = pin(client_cpu)
-        print(
-            f"Python {sys.version.split()[0]}; hub in pid "
-            f"{child.proc.pid if child.proc else '?'} on port {child.port}, blackhole on port "
-            f"{child.blackhole_port}, client on {client}, server on "
-            f"{'not pinned' if server_cpu is None else f'CPU {server_cpu}'}"
-        )
-        await bench(child.port, child.blackhole_port)
-    if rxconn.aio.TASKS.running():
-        raise RuntimeError("rxconn tasks left running")
-    print(f"(total {time.perf_counter() - started:.1f} s)")
+async def client(child: harness.Child, _: bool) -> None:
+    port, blackhole_port = child.ports
+    print(
+        f"Python {sys.version.split()[0]}; hub in pid {child.pid} on port {port}, "
+        f"blackhole on port {blackhole_port}, {child.placement}"
+    )
+    await bench(port, blackhole_port)
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--serve", action="store_true", help="(internal) run the server")
-    parser.add_argument("--cpu", type=int, help="(internal) the server's CPU")
-    args = parser.parse_args()
-    asyncio.run(serve(args.cpu) if args.serve else main())
+    harness.run_script(__file__, __doc__, serve, client)

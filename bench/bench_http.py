@@ -39,34 +39,28 @@ the rxconn SSE receive path and the POST send path. Run from the repository root
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import cProfile
-import io
 import itertools
 import json
-import os
-import pstats
 import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
+import _harness as harness  # first: it puts the repository root on sys.path
+import aiohttp
+import httpx
+import httpx_sse
+from _harness import Counter, best_and_paired, interleaved, payload, rx_close
+from aiohttp import web
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import aiohttp  # noqa: E402
-import httpx  # noqa: E402
-import httpx_sse  # noqa: E402
-from aiohttp import web  # noqa: E402
-
-import rxconn  # noqa: E402
-import rxconn.aio  # noqa: E402
-from rxconn import wire  # noqa: E402
-from rxconn.server import Hub  # noqa: E402
+import rxconn
+import rxconn.aio
+from rxconn import wire
+from rxconn.server import Hub
 from rxconn.server import serve as serve_hub
 
 
@@ -79,14 +73,10 @@ PRODUCER_SLICE = 1_000  # the yielding producer sends this many, then yields
 RAW_BATCH = 1_000  # what rxconn's max_batch defaults to
 BATCH_BYTES = 1 << 20
 HIGH_WATER = 8 << 20
-RUN_TIMEOUT = 30.0
+RUN_TIMEOUT = harness.RUN_TIMEOUT
 
 
 # ===================================================================== server
-
-
-def payload(size: int) -> str:
-    return "x" * (size - 1) + "~"
 
 
 def sse_event(size: int) -> bytes:
@@ -135,106 +125,19 @@ def count_session(session: Any) -> None:
     session.messages.subscribe(on_message)
 
 
-def cpus() -> list[int]:
-    if not hasattr(os, "sched_getaffinity"):
-        return []
-    return sorted(os.sched_getaffinity(0))
-
-
-def pin(cpu: int | None) -> str:
-    if cpu is None or not hasattr(os, "sched_setaffinity"):
-        return "not pinned"
-    os.sched_setaffinity(0, {cpu})
-    return f"CPU {cpu}"
-
-
 async def serve(cpu: int | None) -> None:
     """The child process: serve until stdin closes, announcing the port on stdout."""
-    pin(cpu)
+    harness.pin(cpu)
     hub = Hub(ping_interval=60.0, session_grace=1.0)
     hub.sessions.subscribe(count_session)
     app = web.Application()
     app.router.add_get("/sse", handle_sse)
     app.router.add_get("/received", handle_received)
     app.add_subapp("/rx", hub.app())
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    loop = asyncio.get_running_loop()
-    stdin = asyncio.StreamReader()
-    transport, _ = await loop.connect_read_pipe(
-        lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin
-    )
-    print(f"PORT {port}", flush=True)
-    try:
-        await stdin.read()  # until the parent closes our stdin
-    finally:
-        transport.close()
-        hub.shutdown()
-        await runner.cleanup()
-
-
-class Child:
-    """The server process: started with the same interpreter and warning options."""
-
-    def __init__(self, cpu: int | None) -> None:
-        self.proc: asyncio.subprocess.Process | None = None
-        self.port = 0
-        self.cpu = cpu
-
-    async def __aenter__(self) -> Child:
-        warn = [f"-W{option}" for option in sys.warnoptions]
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            *warn,
-            str(Path(__file__).resolve()),
-            "--serve",
-            *(["--cpu", str(self.cpu)] if self.cpu is not None else []),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-        )
-        assert self.proc.stdout is not None
-        line = await asyncio.wait_for(self.proc.stdout.readline(), 20.0)
-        if not line.startswith(b"PORT "):
-            raise RuntimeError(f"the server process did not start: {line!r}")
-        self.port = int(line.split()[1])
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        proc = self.proc
-        assert proc is not None and proc.stdin is not None and proc.stdout is not None
-        proc.stdin.close()
-        await proc.stdout.read()
-        code = await asyncio.wait_for(proc.wait(), 10.0)
-        if code != 0:
-            raise RuntimeError(f"the server process exited with {code}")
+    await harness.serve_app(app, on_stop=[hub.shutdown])
 
 
 # ============================================================ (a) SSE receive
-
-
-class Counter:
-    """Counts events; notes when the first and the n-th arrived."""
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-        self.count = 0
-        self.first = 0.0
-        self.last = 0.0
-        self.done = asyncio.Event()
-
-    def on_next(self, _: object) -> None:
-        self.count += 1
-        if self.count == 1:
-            self.first = time.perf_counter()
-        if self.count == self.n:
-            self.last = time.perf_counter()
-            self.done.set()
-
-    def rate(self) -> float:
-        return (self.n - 1) / (self.last - self.first)
 
 
 class HandParser:
@@ -294,12 +197,6 @@ async def httpx_receive(client: httpx.AsyncClient, url: str, n: int) -> float:
     return counter.rate()
 
 
-async def rx_finish(conn: rxconn.Connection, sub: Any) -> None:
-    sub.dispose()
-    conn.close()
-    await rxconn.aio.drain()
-
-
 async def rx_receive(url: str, n: int) -> float:
     counter = Counter(n)
     conn = rxconn.Connection(rxconn.http(url, hub=False))
@@ -312,7 +209,7 @@ async def rx_receive(url: str, n: int) -> float:
                 f"rxconn: got {counter.count} of {n} in state {conn.current_state!r}"
             ) from None
     finally:
-        await rx_finish(conn, sub)
+        await rx_close(conn, sub)
     return counter.rate()
 
 
@@ -439,27 +336,11 @@ async def raw_post(http: aiohttp.ClientSession, base: str, n: int) -> float:
 # ================================================================== reporting
 
 
-async def interleaved(
-    variants: dict[str, Callable[[], Awaitable[Any]]], rounds: int
-) -> dict[str, list[Any]]:
-    results: dict[str, list[Any]] = {name: [] for name in variants}
-    for _ in range(rounds):
-        for name, run in variants.items():
-            results[name].append(await run())
-    return results
-
-
 def ratio_line(label: str, value: float, paired: float, target: float | None = None) -> str:
     mark = ""
     if target is not None:
         mark = f"   target >= {target:g}x: {'met' if value >= target else 'NOT met'}"
     return f"  {label:<44} {value:>6.2f}x  (paired median {paired:.2f}x){mark}"
-
-
-def ratio(results: dict[str, list[float]], a: str, b: str) -> tuple[float, float]:
-    best = max(results[a]) / max(results[b])
-    paired = statistics.median(x / y for x, y in zip(results[a], results[b], strict=True))
-    return best, paired
 
 
 BYTES = "(capacity: aiohttp, bytes only)"
@@ -489,15 +370,15 @@ async def bench_sse(port: int, http: aiohttp.ClientSession, client: httpx.AsyncC
             mib = best * len(sse_event(size)) / 2**20
             print(f"  {size:>6}  {name:<34} {n:>8,} {best:>12,.0f} {mib:>8.1f} {mid:>10,.0f}")
         small_event = size == 100
-        best, paired = ratio(results, RX, HAND)
+        best, paired = best_and_paired(results, RX, HAND)
         print(
             ratio_line(f"{size} B rxconn / hand parser", best, paired, 0.8 if small_event else None)
         )
-        best, paired = ratio(results, RX, HTTPX)
+        best, paired = best_and_paired(results, RX, HTTPX)
         print(
             ratio_line(f"{size} B rxconn / httpx-sse", best, paired, 2.0 if small_event else None)
         )
-        best, paired = ratio(results, HAND, BYTES)
+        best, paired = best_and_paired(results, HAND, BYTES)
         print(ratio_line(f"{size} B hand parser / bytes-only capacity", best, paired))
         extra = (1 / max(results[RX]) - 1 / max(results[HAND])) * 1e9
         print(
@@ -557,38 +438,18 @@ async def bench_post(port: int, http: aiohttp.ClientSession) -> None:
 def print_profile(
     profiler: cProfile.Profile, label: str, n: int, rate: float, top: int = 16
 ) -> None:
-    """Top functions by own time, per message, with an estimate scaled to the unprofiled run."""
-    stats: dict[Any, Any] = pstats.Stats(profiler, stream=io.StringIO()).stats  # type: ignore[attr-defined]
-    rows = sorted(
-        (
-            (tottime, calls, f"{Path(file).name}:{line}({func})")
-            for (file, line, func), (_, calls, tottime, _, _) in stats.items()
-        ),
-        reverse=True,
+    """Top functions by own time, per message (see ``harness.print_profile``)."""
+    title = f"\ncProfile, {label}"
+    harness.print_profile(
+        profiler, title, n, rate, top=top, function_header="function  (ns per message)"
     )
-    total = sum(r[0] for r in rows)
-    per_msg = total / n * 1e9
-    scale = 1e9 / rate / per_msg
-    print(
-        f"\ncProfile, {label}: {per_msg:,.0f} ns/msg profiled, {1e9 / rate:,.0f} ns/msg "
-        f"unprofiled (scale {scale:.2f})"
-    )
-    print(
-        f"  {'share':>6} {'profiled':>9} {'~real':>7} {'calls/msg':>9}  function  (ns per message)"
-    )
-    for tottime, calls, where in rows[:top]:
-        ns = tottime / n * 1e9
-        print(f"  {tottime / total:>6.1%} {ns:>9.0f} {ns * scale:>7.0f} {calls / n:>9.3f}  {where}")
 
 
 async def profile(port: int, http: aiohttp.ClientSession) -> None:
     n = SSE_SIZES[100]
     url = f"http://127.0.0.1:{port}/sse?n={n}&size=100"
     rate = max([await rx_receive(url, n), await rx_receive(url, n)])
-    profiler = cProfile.Profile()
-    profiler.enable()
-    await rx_receive(url, n)
-    profiler.disable()
+    profiler, _ = await harness.profile_run(lambda: rx_receive(url, n))
     print_profile(profiler, f"rxconn SSE receive, {n:,} x 100 B", n, rate)
 
     local = InProcessHub()
@@ -597,43 +458,28 @@ async def profile(port: int, http: aiohttp.ClientSession) -> None:
         runs = [await rx_post(events, POST_N, arrivals=local.arm(POST_N)) for _ in range(2)]
         rate = max(r[0] for r in runs)
         local.arm(POST_N)
-        profiler = cProfile.Profile()
-        profiler.enable()
-        await rx_post(events, POST_N)
-        profiler.disable()
+        profiler, _ = await harness.profile_run(lambda: rx_post(events, POST_N))
     label = f"rxconn POST send, {POST_N:,} x {POST_SIZE} B, client and hub in this process"
     print_profile(profiler, label, POST_N, rate, top=24)
 
 
-async def main(do_profile: bool) -> None:
-    started = time.perf_counter()
-    available = cpus()
-    client_cpu, server_cpu = (available[0], available[1]) if len(available) >= 2 else (None, None)
-    async with Child(server_cpu) as child:
-        client = pin(client_cpu)
-        print(
-            f"Python {sys.version.split()[0]}, aiohttp {aiohttp.__version__}, httpx "
-            f"{httpx.__version__}, httpx-sse {getattr(httpx_sse, '__version__', '?')}; server pid "
-            f"{child.proc.pid if child.proc else '?'} on port {child.port}, client on {client}, "
-            f"server on {'not pinned' if server_cpu is None else f'CPU {server_cpu}'}"
-        )
-        async with (
-            aiohttp.ClientSession() as http,
-            httpx.AsyncClient(timeout=httpx.Timeout(RUN_TIMEOUT)) as client_httpx,
-        ):
-            await bench_sse(child.port, http, client_httpx)
-            await bench_post(child.port, http)
-            if do_profile:
-                await profile(child.port, http)
-    if rxconn.aio.TASKS.running():
-        raise RuntimeError("rxconn tasks left running")
-    print(f"(total {time.perf_counter() - started:.1f} s)")
+async def client(child: harness.Child, do_profile: bool) -> None:
+    print(
+        f"Python {sys.version.split()[0]}, aiohttp {aiohttp.__version__}, httpx "
+        f"{httpx.__version__}, httpx-sse {getattr(httpx_sse, '__version__', '?')}; server pid "
+        f"{child.pid} on port {child.port}, {child.placement}"
+    )
+    async with (
+        aiohttp.ClientSession() as http,
+        httpx.AsyncClient(timeout=httpx.Timeout(RUN_TIMEOUT)) as client_httpx,
+    ):
+        await bench_sse(child.port, http, client_httpx)
+        await bench_post(child.port, http)
+        if do_profile:
+            await profile(child.port, http)
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--serve", action="store_true", help="(internal) run the server")
-    parser.add_argument("--cpu", type=int, help="(internal) the server's CPU")
-    parser.add_argument("--profile", action="store_true", help="also cProfile the rxconn paths")
-    args = parser.parse_args()
-    asyncio.run(serve(args.cpu) if args.serve else main(args.profile))
+    harness.run_script(
+        __file__, __doc__, serve, client, profile_help="also cProfile the rxconn paths"
+    )

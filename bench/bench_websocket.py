@@ -41,32 +41,25 @@ echo p50 <= 1.1x raw. Run from the repository root::
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
-import cProfile
-import io
 import itertools
 import os
-import pstats
 import socket
 import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
+import _harness as harness  # first: it puts the repository root on sys.path
+import aiohttp
+from _harness import Counter, interleaved, payload, percentiles, rx_close, rx_wait
+from aiohttp import web
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import aiohttp  # noqa: E402
-from aiohttp import web  # noqa: E402
-
-import rxconn  # noqa: E402
-import rxconn.aio  # noqa: E402
-from rxconn import wire  # noqa: E402
-from rxconn.server import Hub  # noqa: E402
+import rxconn
+from rxconn import wire
+from rxconn.server import Hub
 
 
 SIZES = {100: 100_000, 10 * 1024: 25_000}  # message size -> messages per throughput run
@@ -78,7 +71,7 @@ ECHO_WARMUP = 200
 ECHO_SIZE = 100
 BATCH_BYTES = 1 << 20  # the server writes pre-built frames in batches this big
 HIGH_WATER = 8 << 20  # ... while its transport buffer holds less than this
-RUN_TIMEOUT = 30.0
+RUN_TIMEOUT = harness.RUN_TIMEOUT
 TEXT = aiohttp.WSMsgType.TEXT
 
 
@@ -95,10 +88,6 @@ def text_frame(data: bytes) -> bytes:
     else:
         header = bytes((0x81, 127)) + n.to_bytes(8, "big")
     return header + data
-
-
-def payload(size: int) -> str:
-    return "x" * (size - 1) + "~"
 
 
 async def write_frames(request: web.Request, frame: bytes, n: int) -> None:
@@ -176,24 +165,9 @@ def on_hub_session(session: Any) -> None:
     session.messages.subscribe(on_message)
 
 
-def cpus() -> list[int]:
-    """The CPUs this process may run on (empty where the OS cannot tell or pin)."""
-    if not hasattr(os, "sched_getaffinity"):
-        return []
-    return sorted(os.sched_getaffinity(0))
-
-
-def pin(cpu: int | None) -> str:
-    """Pin this process to ``cpu`` (client and server get different ones), where possible."""
-    if cpu is None or not hasattr(os, "sched_setaffinity"):
-        return "not pinned"
-    os.sched_setaffinity(0, {cpu})
-    return f"CPU {cpu}"
-
-
 async def serve(cpu: int | None) -> None:
     """The child process: serve until stdin closes, announcing the port on stdout."""
-    pin(cpu)
+    harness.pin(cpu)
     hub = Hub(ping_interval=60.0, session_grace=1.0, replay_limit=2 * max(SIZES.values()))
     hub.sessions.subscribe(on_hub_session)
     app = web.Application()
@@ -201,84 +175,10 @@ async def serve(cpu: int | None) -> None:
     app.router.add_get("/v1burst", handle_v1_burst)
     app.router.add_get("/echo", handle_echo)
     app.add_subapp("/rx", hub.app())
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    loop = asyncio.get_running_loop()
-    stdin = asyncio.StreamReader()
-    transport, _ = await loop.connect_read_pipe(
-        lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin
-    )
-    print(f"PORT {port}", flush=True)
-    try:
-        await stdin.read()  # until the parent closes our stdin
-    finally:
-        transport.close()
-        hub.shutdown()
-        await runner.cleanup()
+    await harness.serve_app(app, on_stop=[hub.shutdown])
 
 
 # ===================================================================== client
-
-
-class Child:
-    """The server process: started with the same interpreter and warning options."""
-
-    def __init__(self, cpu: int | None) -> None:
-        self.proc: asyncio.subprocess.Process | None = None
-        self.port = 0
-        self.cpu = cpu
-
-    async def __aenter__(self) -> Child:
-        warn = [f"-W{option}" for option in sys.warnoptions]
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            *warn,
-            str(Path(__file__).resolve()),
-            "--serve",
-            *(["--cpu", str(self.cpu)] if self.cpu is not None else []),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-        )
-        assert self.proc.stdout is not None
-        line = await asyncio.wait_for(self.proc.stdout.readline(), 20.0)
-        if not line.startswith(b"PORT "):
-            raise RuntimeError(f"the server process did not start: {line!r}")
-        self.port = int(line.split()[1])
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        proc = self.proc
-        assert proc is not None and proc.stdin is not None and proc.stdout is not None
-        proc.stdin.close()
-        await proc.stdout.read()
-        code = await asyncio.wait_for(proc.wait(), 10.0)
-        if code != 0:
-            raise RuntimeError(f"the server process exited with {code}")
-
-
-class Counter:
-    """Counts messages; notes when the first and the n-th arrived."""
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-        self.count = 0
-        self.first = 0.0
-        self.last = 0.0
-        self.done = asyncio.Event()
-
-    def on_next(self, _: object) -> None:
-        self.count += 1
-        if self.count == 1:
-            self.first = time.perf_counter()
-        if self.count == self.n:
-            self.last = time.perf_counter()
-            self.done.set()
-
-    def rate(self) -> float:
-        return (self.n - 1) / (self.last - self.first)
 
 
 async def rx_connected(
@@ -289,19 +189,6 @@ async def rx_connected(
     return conn, sub
 
 
-async def rx_finish(conn: rxconn.Connection, sub: Any) -> None:
-    sub.dispose()
-    conn.close()
-    await rxconn.aio.drain()
-
-
-async def rx_wait(conn: rxconn.Connection, event: asyncio.Event, what: str) -> None:
-    try:
-        await asyncio.wait_for(event.wait(), RUN_TIMEOUT)
-    except TimeoutError:
-        raise RuntimeError(f"{what}: timed out in state {conn.current_state!r}") from None
-
-
 async def rx_receive(url: str, n: int, hub: bool, request: str | None = None) -> float:
     counter = Counter(n)
     conn, sub = await rx_connected(url, hub, counter.on_next)
@@ -310,22 +197,14 @@ async def rx_receive(url: str, n: int, hub: bool, request: str | None = None) ->
             conn.send(request)
         await rx_wait(conn, counter.done, f"rxconn receive from {url}")
     finally:
-        await rx_finish(conn, sub)
+        await rx_close(conn, sub)
     return counter.rate()
 
 
 async def raw_receive(http: aiohttp.ClientSession, url: str, n: int) -> float:
     counter = Counter(n)
-    on_next = counter.on_next
     async with http.ws_connect(url) as ws:
-        async with asyncio.timeout(RUN_TIMEOUT):
-            async for msg in ws:
-                if msg.type is TEXT:
-                    on_next(msg.data)
-                    if counter.count == n:
-                        break
-    if counter.count != n:
-        raise RuntimeError(f"raw receive from {url}: got {counter.count} of {n}")
+        await harness.raw_count_text(ws, counter)
     return counter.rate()
 
 
@@ -384,28 +263,8 @@ def socket_drain(port: int, n: int, size: int) -> float:
         return n / (time.perf_counter() - start)
 
 
-def percentiles(samples: list[int]) -> tuple[float, float]:
-    """p50 and p99 of nanosecond samples, in microseconds."""
-    ordered = sorted(samples)
-    p50 = ordered[len(ordered) // 2]
-    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
-    return p50 / 1000, p99 / 1000
-
-
 async def raw_echo(http: aiohttp.ClientSession, url: str) -> tuple[float, float]:
-    text = payload(ECHO_SIZE)
-    samples: list[int] = []
-    async with http.ws_connect(url) as ws, asyncio.timeout(RUN_TIMEOUT):
-        for i in range(ECHO_WARMUP + ECHO_COUNT):
-            start = time.perf_counter_ns()
-            await ws.send_str(text)
-            msg = await ws.receive()
-            elapsed = time.perf_counter_ns() - start
-            if msg.type is not TEXT:
-                raise RuntimeError(f"raw echo: unexpected {msg!r}")
-            if i >= ECHO_WARMUP:
-                samples.append(elapsed)
-    return percentiles(samples)
+    return await harness.raw_echo(http, url, payload(ECHO_SIZE), ECHO_WARMUP, ECHO_COUNT)
 
 
 async def raw_v1_echo(http: aiohttp.ClientSession, url: str) -> tuple[float, float]:
@@ -433,32 +292,13 @@ async def raw_v1_echo(http: aiohttp.ClientSession, url: str) -> tuple[float, flo
 
 async def rx_echo(url: str, hub: bool) -> tuple[float, float]:
     """Round trips as an asyncio app would await them: the callback completes a future."""
-    loop = asyncio.get_running_loop()
-    text = payload(ECHO_SIZE)
     waiter: list[asyncio.Future[None]] = []
-
-    def on_next(_: object) -> None:
-        if waiter and not waiter[0].done():
-            waiter[0].set_result(None)
-
-    conn, sub = await rx_connected(url, hub, on_next)
-    samples: list[int] = []
+    conn, sub = await rx_connected(url, hub, harness.completes_waiter(waiter))
     try:
-        async with asyncio.timeout(RUN_TIMEOUT):
-            for i in range(ECHO_WARMUP + ECHO_COUNT):
-                future = loop.create_future()
-                waiter[:] = [future]
-                start = time.perf_counter_ns()
-                conn.send(text)
-                await future
-                elapsed = time.perf_counter_ns() - start
-                if i >= ECHO_WARMUP:
-                    samples.append(elapsed)
-    except TimeoutError:
-        raise RuntimeError(f"rxconn echo: timed out in state {conn.current_state!r}") from None
+        text = payload(ECHO_SIZE)
+        return await harness.rx_awaited_echo(conn, waiter, text, ECHO_WARMUP, ECHO_COUNT)
     finally:
-        await rx_finish(conn, sub)
-    return percentiles(samples)
+        await rx_close(conn, sub)
 
 
 async def rx_echo_in_callback(url: str, hub: bool) -> tuple[float, float]:
@@ -490,21 +330,11 @@ async def rx_echo_in_callback(url: str, hub: bool) -> tuple[float, float]:
         conn.send(text)  # the first round trip includes the connect: it is a warm-up one
         await rx_wait(conn, done, "rxconn echo from the callback")
     finally:
-        await rx_finish(conn, sub)
+        await rx_close(conn, sub)
     return percentiles(samples)
 
 
 # ================================================================== reporting
-
-
-async def interleaved(
-    variants: dict[str, Callable[[], Awaitable[Any]]], rounds: int
-) -> dict[str, list[Any]]:
-    results: dict[str, list[Any]] = {name: [] for name in variants}
-    for _ in range(rounds):
-        for name, run in variants.items():
-            results[name].append(await run())
-    return results
 
 
 def ratio_line(label: str, value: float, target: str | None = None) -> str:
@@ -522,11 +352,6 @@ def report_throughput(size: int, results: dict[str, list[float]], ratios: dict[s
         mib = best * size / 2**20
         print(f"  {size:>6}  {name:<38} {best:>12,.0f} {mib:>8.1f} {mid:>10,.0f}")
 
-    def ratio(a: str, b: str) -> tuple[float, float]:
-        """Best / best, and the median of the ratios of runs made one after the other."""
-        best = max(results[a]) / max(results[b])
-        return best, statistics.median(x / y for x, y in zip(results[a], results[b], strict=True))
-
     target = ">= 0.9" if size == 100 else None
     for label, a, b, key, goal in (
         ("rxconn hub=False / raw", RX_PLAIN, RAW_PLAIN, "hub=False", target),
@@ -534,7 +359,7 @@ def report_throughput(size: int, results: dict[str, list[float]], ratios: dict[s
         ("rxconn hub=True / raw plain", RX_V1, RAW_PLAIN, None, None),
         ("rxconn / raw v1, both on the real Hub", RX_HUB, RAW_HUB, None, None),
     ):
-        best, mid = ratio(a, b)
+        best, mid = harness.best_and_paired(results, a, b)
         print(ratio_line(f"{size} B {label}", best, goal) + f"   (paired median {mid:.2f}x)")
         if key is not None:
             ratios[f"receive {size} B {key}"] = best
@@ -611,9 +436,7 @@ async def bench(port: int) -> dict[str, float]:
         print(f"  {'variant':<38} {'p50':>8} {'p99':>8}")
         med: dict[str, tuple[float, float]] = {}
         for name, runs in latency.items():
-            p50 = statistics.median(r[0] for r in runs)
-            p99 = statistics.median(r[1] for r in runs)
-            med[name] = (p50, p99)
+            med[name] = p50, p99 = harness.median_percentiles(runs)
             print(f"  {name:<38} {p50:>8.1f} {p99:>8.1f}")
         raw50, raw99 = med["raw aiohttp, plain /echo"]
         rx50, rx99 = med["rxconn hub=False, plain /echo"]
@@ -648,55 +471,35 @@ async def profile_receive(port: int, top: int = 12) -> None:
         ]
         for label, run in runs:
             rate = max([await run(), await run()])  # warm up, and the unprofiled reference
-            profiler = cProfile.Profile()
-            profiler.enable()
-            await run()
-            profiler.disable()
-            profiled = pstats.Stats(profiler, stream=io.StringIO())
-            stats: dict[Any, Any] = profiled.stats  # type: ignore[attr-defined]
-            rows = sorted(
-                (
-                    (tottime, calls, f"{Path(file).name}:{line}({func})")
-                    for (file, line, func), (_, calls, tottime, _, _) in stats.items()
-                ),
-                reverse=True,
+            profiler, _ = await harness.profile_run(run)
+            harness.print_profile(
+                profiler,
+                f"\ncProfile, {label}, {n:,} x 100 B",
+                n,
+                rate,
+                top=top,
+                share=False,
+                calls_digits=2,
+                function_header="function  (ns per message)",
             )
-            total = sum(r[0] for r in rows) / n * 1e9
-            scale = 1e9 / rate / total
-            print(
-                f"\ncProfile, {label}, {n:,} x 100 B: {total:,.0f} ns/msg profiled, "
-                f"{1e9 / rate:,.0f} ns/msg unprofiled (scale {scale:.2f})"
-            )
-            print(f"  {'profiled':>9} {'~real':>7} {'calls/msg':>9}  function  (ns per message)")
-            for tottime, calls, where in rows[:top]:
-                ns = tottime / n * 1e9
-                print(f"  {ns:>9.0f} {ns * scale:>7.0f} {calls / n:>9.2f}  {where}")
 
 
-async def main(profile: bool) -> None:
-    started = time.perf_counter()
-    available = cpus()
-    client_cpu, server_cpu = (available[0], available[1]) if len(available) >= 2 else (None, None)
-    async with Child(server_cpu) as child:
-        client = pin(client_cpu)
-        print(
-            f"Python {sys.version.split()[0]}, aiohttp {aiohttp.__version__}, server pid "
-            f"{child.proc.pid if child.proc else '?'} (its own process) on port {child.port}, "
-            f"client on {client}, server on "
-            f"{'not pinned' if server_cpu is None else f'CPU {server_cpu}'}"
-        )
-        await bench(child.port)
-        if profile:
-            await profile_receive(child.port)
-    if rxconn.aio.TASKS.running():
-        raise RuntimeError("rxconn tasks left running")
-    print(f"\n(total {time.perf_counter() - started:.1f} s)")
+async def client(child: harness.Child, profile: bool) -> None:
+    print(
+        f"Python {sys.version.split()[0]}, aiohttp {aiohttp.__version__}, server pid "
+        f"{child.pid} (its own process) on port {child.port}, {child.placement}"
+    )
+    await bench(child.port)
+    if profile:
+        await profile_receive(child.port)
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--serve", action="store_true", help="(internal) run the server")
-    parser.add_argument("--cpu", type=int, help="(internal) the server's CPU")
-    parser.add_argument("--profile", action="store_true", help="also cProfile the receive path")
-    args = parser.parse_args()
-    asyncio.run(serve(args.cpu) if args.serve else main(args.profile))
+    harness.run_script(
+        __file__,
+        __doc__,
+        serve,
+        client,
+        profile_help="also cProfile the receive path",
+        total_sep="\n",
+    )
