@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from reactivex import Observable, abc
 from reactivex.disposable import CompositeDisposable, SerialDisposable, SingleAssignmentDisposable
 
-from ..errors import RxconnError
+from ._scheduling import pick_scheduler
 
 
 __all__ = ["idle_timeout_"]
@@ -51,9 +51,7 @@ def idle_timeout_(
         def subscribe(
             observer: abc.ObserverBase[_T], scheduler_: abc.SchedulerBase | None = None
         ) -> abc.DisposableBase:
-            sched = scheduler or scheduler_
-            if sched is None:
-                raise RxconnError("idle_timeout needs a scheduler (operator or subscribe argument)")
+            sched = pick_scheduler("idle_timeout", scheduler, scheduler_)
             timer = SerialDisposable()
             upstream = SingleAssignmentDisposable()
             armed = False

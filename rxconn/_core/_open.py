@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from reactivex import Observable, abc
 from reactivex.disposable import CompositeDisposable, SerialDisposable, SingleAssignmentDisposable
 
-from ..errors import RxconnError
+from ._scheduling import pick_scheduler
 
 
 __all__ = ["open_within_"]
@@ -34,9 +34,7 @@ def open_within_(
         def subscribe(
             observer: abc.ObserverBase[_T], scheduler_: abc.SchedulerBase | None = None
         ) -> abc.DisposableBase:
-            sched = scheduler or scheduler_
-            if sched is None:
-                raise RxconnError("open_within needs a scheduler (operator or subscribe argument)")
+            sched = pick_scheduler("open_within", scheduler, scheduler_)
             timer = SerialDisposable()
             upstream = SingleAssignmentDisposable()
             opened = False

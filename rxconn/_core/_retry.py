@@ -22,7 +22,8 @@ from reactivex.disposable import (
 )
 
 from ..backoff import Backoff
-from ..errors import RetriesExhausted, RxconnError
+from ..errors import RetriesExhausted
+from ._scheduling import pick_scheduler
 
 
 __all__ = ["AttemptStarted", "Paused", "RetryEvent", "Retrying", "retry_with_backoff_"]
@@ -74,12 +75,6 @@ def _delay(backoff: Backoff, attempt: int, advised: object) -> float:
     return computed
 
 
-def _require(scheduler: abc.SchedulerBase | None) -> abc.SchedulerBase:
-    if scheduler is None:
-        raise RxconnError("retry_with_backoff needs a scheduler (operator or subscribe argument)")
-    return scheduler
-
-
 def retry_with_backoff_(
     backoff: Backoff,
     *,
@@ -96,7 +91,7 @@ def retry_with_backoff_(
             observer: abc.ObserverBase[_T | RetryEvent],
             scheduler_: abc.SchedulerBase | None = None,
         ) -> abc.DisposableBase:
-            sched = _require(scheduler or scheduler_)
+            sched = pick_scheduler("retry_with_backoff", scheduler, scheduler_)
             current = SerialDisposable()  # the live attempt, or the timer before the next
             stable = SerialDisposable()  # fires when the open link counts as stable
             online_sub = SingleAssignmentDisposable()

@@ -619,3 +619,19 @@ def test_subscriptions_are_comparable_with_reactivetest() -> None:
     ws = FakeTransport("websocket", "-o")
     Connection(ws, scheduler=s).connect()
     assert isinstance(ws.subscriptions[0], Subscription)
+
+
+def test_operators_refuse_to_fall_back_to_threads() -> None:
+    """Without any scheduler the core's operators error instead of using a thread timer."""
+    from rxconn.operators import idle_timeout, retry_with_backoff
+
+    errors: list[Exception] = []
+    ws = FakeTransport("websocket", "-o")
+    ops = [
+        retry_with_backoff(Backoff()),
+        idle_timeout(1.0, is_open=lambda _: True, make_error=lambda s: ConnectionLost("x", "y")),
+    ]
+    for op in ops:
+        ws.open(TestScheduler()).pipe(op).subscribe(on_error=errors.append)
+    assert len(errors) == 2 and all(isinstance(e, RxconnError) for e in errors)
+    assert "needs a scheduler" in str(errors[0])
