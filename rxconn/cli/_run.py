@@ -25,8 +25,8 @@ def _signal_handlers(handler: Callable[[signal.Signals], None]) -> Iterator[None
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:
             loop.add_signal_handler(sig, handler, sig)
-        except (NotImplementedError, RuntimeError, ValueError):
-            continue  # Windows, or not the main thread: KeyboardInterrupt still ends main()
+        except (RuntimeError, ValueError):  # unsupported (Windows: a RuntimeError subclass)
+            continue  # or not the main thread: KeyboardInterrupt still ends main()
         installed.append(sig)
     try:
         yield
