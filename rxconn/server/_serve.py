@@ -46,7 +46,11 @@ async def serve(
         raise ValueError(f"prefix must start with '/' and not end with it, got {prefix!r}")
     root = web.Application(client_max_size=hub.max_body_size)  # aiohttp checks the root app
     root.add_subapp(prefix, hub.app())
-    runner = web.AppRunner(root, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
+    # handler_cancellation: a client that goes away cancels its handler at once, so an
+    # idle SSE stream's session starts its grace period without waiting for a ping.
+    runner = web.AppRunner(
+        root, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT, handler_cancellation=True
+    )
     await runner.setup()
     try:
         sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)

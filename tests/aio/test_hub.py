@@ -174,3 +174,16 @@ async def test_post_answers_json_with_last() -> None:
         ) as resp:
             assert resp.status == 200 and await resp.json() == {"last": 0}
         sse.close()
+
+
+async def test_a_departed_sse_client_is_noticed_at_once_under_serve() -> None:
+    """serve() cancels a handler whose client left: the session's grace starts without a ping."""
+    hub = Hub(ping_interval=30.0, session_grace=0.0)
+    async with serve(hub) as server, aiohttp.ClientSession() as http:
+        resp = await http.get(server.url + "/events")
+        await resp.content.readuntil(b"\n\n")
+        [session] = hub.live_sessions
+        ended = Recorder(session.messages)
+        resp.close()
+        await ended.until(lambda _: ended.completed, timeout=2.0)  # not 30 s
+        assert hub.links == set()
