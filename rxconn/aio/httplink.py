@@ -39,7 +39,7 @@ from reactivex import Observable, abc
 from yarl import URL
 
 from .. import wire
-from ..errors import ConnectionLost, InvalidURL, ProtocolError, TransportError
+from ..errors import ConnectionLost, InvalidURL, ProtocolError, TransportError, safe_url
 from ..session import ClientSession as HubSession
 from ..sse import ServerSentEvent, SSEDecoder
 from ..transport import ALIVE, Acked, LinkContext, LinkEvent, Opened, Payload
@@ -169,8 +169,6 @@ class HttpTransport:
         return "http"
 
     def __repr__(self) -> str:
-        from ..errors import safe_url
-
         return f"http({safe_url(self.url)!r})"
 
     def open(

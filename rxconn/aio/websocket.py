@@ -33,7 +33,14 @@ from reactivex import Observable, abc
 from yarl import URL
 
 from .. import wire
-from ..errors import ConnectionLost, InvalidURL, ProtocolError, SessionExpired, TransportError
+from ..errors import (
+    ConnectionLost,
+    InvalidURL,
+    ProtocolError,
+    SessionExpired,
+    TransportError,
+    safe_url,
+)
 from ..session import ClientSession as HubSession
 from ..transport import ALIVE, Acked, LinkContext, LinkEvent, Opened, Payload
 from ._errors import translate
@@ -198,8 +205,6 @@ class WebSocketTransport:
         return "websocket"
 
     def __repr__(self) -> str:
-        from ..errors import safe_url
-
         return f"websocket({safe_url(self.url)!r})"
 
     def open(

@@ -459,3 +459,11 @@ async def test_a_two_megabyte_message_posts_under_serve(hub_server: Server) -> N
     assert await rec.count(1) == [big]
     rec.dispose()
     conn.close()
+
+
+async def test_transport_reprs_hide_credentials() -> None:
+    """repr() of a transport names the endpoint without user info or query."""
+    assert repr(rxconn.http("http://u:p@h/e?t=1")) == "http('http://h/e')"
+    assert repr(rxconn.websocket("ws://u:p@h/ws?k=2")) == "websocket('ws://h/ws')"
+    both = rxconn.fallback(rxconn.websocket("ws://h/ws"), rxconn.http("http://h/e"))
+    assert "fallback(websocket('ws://h/ws'), http('http://h/e')" in repr(both)
