@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import math
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 import aiohttp
@@ -403,21 +403,14 @@ class WebSocketTransport:
     ) -> None:
         on_next = observer.on_next
         TEXT, BINARY = aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY
-        PING, PONG = aiohttp.WSMsgType.PING, aiohttp.WSMsgType.PONG
         if hub is None:
             while True:
                 msg = await ws.receive()
                 kind = msg.type
                 if kind is TEXT or kind is BINARY:
                     on_next(msg.data)
-                elif kind is PONG:
-                    pongs[0] += 1
-                    on_next(ALIVE)
-                elif kind is PING:
-                    await ws.pong(msg.data)
-                    on_next(ALIVE)
                 else:
-                    raise self._closed_error(ws, msg)
+                    await self._not_data(ws, msg, pongs, on_next)
         inbound = hub.inbound
         assert inbound is not None
         seq = link.in_seq
@@ -464,17 +457,27 @@ class WebSocketTransport:
                         raise ProtocolError(
                             "websocket", f"unexpected control frame {msg.data[:1]!r}"
                         )
-                elif kind is PONG:
-                    pongs[0] += 1
-                    on_next(ALIVE)
-                elif kind is PING:
-                    await ws.pong(msg.data)
-                    on_next(ALIVE)
                 else:
-                    raise self._closed_error(ws, msg)
+                    await self._not_data(ws, msg, pongs, on_next)
         finally:
             if ack_timer is not None:
                 ack_timer.cancel()
+
+    async def _not_data(
+        self,
+        ws: aiohttp.ClientWebSocketResponse,
+        msg: aiohttp.WSMessage,
+        pongs: list[int],
+        on_next: Callable[[LinkEvent], None],
+    ) -> None:
+        """Pings and pongs prove life (a ping is answered); anything else ends the link."""
+        if msg.type is aiohttp.WSMsgType.PONG:
+            pongs[0] += 1
+        elif msg.type is aiohttp.WSMsgType.PING:
+            await ws.pong(msg.data)
+        else:
+            raise self._closed_error(ws, msg)
+        on_next(ALIVE)
 
     def _closed_error(
         self, ws: aiohttp.ClientWebSocketResponse, msg: aiohttp.WSMessage
