@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import gc
 import re
@@ -575,3 +576,242 @@ def test_encode_event_rejects_non_int_retry(retry: object) -> None:
     """A retry that is not an int (bool, float, str) raises TypeError."""
     with pytest.raises(TypeError):
         encode_event("x", retry=retry)  # type: ignore[arg-type]
+
+
+# --- Near-miss fuzz: the whole-chunk fast paths against the reference ---
+#
+# The decoder checks a chunk's middle as a whole against two common shapes ("data: X"
+# blocks; "id: N" + "data: X" blocks). A check that is unsound for one odd block among
+# many regular ones would go unnoticed by random streams, which are never regular, and
+# by regular streams, which are never odd. These streams are one repeated shape with a
+# few blocks altered in the ways a real stream might differ.
+
+_NEAR_MISS_VALUES = [
+    "x",
+    "",
+    "hello world",
+    " leading space",
+    "a:b: c",
+    "data: not a field",
+    "id: 7",
+    "\u00e9\U0001f600\u2028\u0085",
+    "nul\x00inside",
+    "\ufeffbom",
+]
+
+
+def _id_value(i: int) -> str:
+    return f"Ab3dEf9hIjKlMnOp:{i}"
+
+
+def _regular_block(shape: str, i: int, value: str) -> list[str]:
+    """The lines of one regular block (its blank line excluded)."""
+    if shape == "data":
+        return [f"data: {value}"]
+    return [f"id: {_id_value(i)}", f"data: {value}"]
+
+
+# Each alteration maps a block's lines to new lines; the block is still followed by a
+# blank line unless the alteration says otherwise (by ending its list with None).
+_ALTERATIONS: dict[str, object] = {
+    "event_line_first": lambda lines: ["event: add", *lines],
+    "event_line_last": lambda lines: [*lines, "event: add"],
+    "empty_event_line": lambda lines: ["event:", *lines],
+    "comment_line": lambda lines: [": ping", *lines],
+    "comment_between_lines": lambda lines: [*lines[:1], ":", *lines[1:]],
+    "comment_only_block": lambda lines: [": ping"],
+    "retry_line": lambda lines: [*lines, "retry: 1500"],
+    "bad_retry_line": lambda lines: ["retry: 15a", *lines],
+    "id_with_nul": lambda lines: ["id: a\x00b", *lines[-1:]],
+    "id_line_with_nul_value": lambda lines: [line.replace("id: ", "id: \x00", 1) for line in lines],
+    "empty_id": lambda lines: ["id:", *lines[-1:]],
+    "id_without_colon": lambda lines: ["id", *lines[-1:]],
+    "data_without_colon": lambda lines: [*lines[:-1], "data"],
+    "data_missing_space": lambda lines: [*lines[:-1], lines[-1].replace("data: ", "data:", 1)],
+    "data_two_spaces": lambda lines: [*lines[:-1], lines[-1].replace("data: ", "data:  ", 1)],
+    "id_missing_space": lambda lines: [line.replace("id: ", "id:", 1) for line in lines],
+    "empty_data": lambda lines: [*lines[:-1], "data: "],
+    "two_data_lines": lambda lines: [*lines, "data: second"],
+    "no_data_line": lambda lines: lines[:-1] or [": nothing"],
+    "id_only_block": lambda lines: ["id: only"],
+    "swapped_lines": lambda lines: lines[::-1],
+    "unknown_field": lambda lines: ["foo: bar", *lines],
+    "miscased_field": lambda lines: [line.replace("data", "Data", 1) for line in lines],
+    "space_before_colon": lambda lines: [line.replace("data:", "data :", 1) for line in lines],
+    "line_split_in_two": lambda lines: [*lines[:-1], lines[-1][:3], lines[-1][3:]],
+    "two_blocks_merged": lambda lines: [*lines, None],
+    "blank_line_replaced_by_comment": lambda lines: [*lines, ":", None],
+    "blank_line_replaced_by_field": lambda lines: [*lines, "event: add", None],
+    "blank_line_replaced_by_data": lambda lines: [*lines, "data: more", None],
+    "blank_line_replaced_by_id": lambda lines: [*lines, "id: 5", None],
+    "extra_blank_line": lambda lines: [*lines, ""],
+    "blank_line_before": lambda lines: ["", *lines],
+}
+_ENDING_ALTERATIONS = ["\r", "\r\n"]
+
+
+@st.composite
+def _near_miss_streams(draw: st.DrawFn) -> bytes:
+    """One repeated common shape, with 0-2 blocks altered (fields, lines or line ends)."""
+    shape = draw(st.sampled_from(["data", "id_data"]))
+    count = draw(st.integers(1, 40))
+    # Mostly short values; sometimes lines long enough for the decoder's long-line paths.
+    value = draw(st.sampled_from([*_NEAR_MISS_VALUES[:4], "L" * 600, "M" * 2100]))
+    altered = draw(st.lists(st.integers(0, count - 1), max_size=2, unique=True))
+    text = draw(st.sampled_from(["", "", "", "\ufeff"]))
+    for i in range(count):
+        lines: list[str | None] = list(_regular_block(shape, i, value))
+        ending = "\n"
+        if i in altered:
+            kind = draw(st.sampled_from([*_ALTERATIONS, "value", "ending"]))
+            if kind == "value":
+                other = draw(st.sampled_from(_NEAR_MISS_VALUES))
+                lines = list(_regular_block(shape, i, other))
+            elif kind == "ending":
+                ending = draw(st.sampled_from(_ENDING_ALTERATIONS))
+            else:
+                lines = _ALTERATIONS[kind](lines)  # type: ignore[operator]
+        blank = True
+        if lines and lines[-1] is None:
+            lines, blank = lines[:-1], False
+        text += "".join(f"{line}{ending}" for line in lines if line is not None)
+        if blank:
+            text += ending
+    text += draw(st.sampled_from(["", "", "data: unterminated", "id: 9\n", "data: x\n"]))
+    return text.encode("utf-8")
+
+
+def reference_pending(prefix: bytes) -> int:
+    """What SSEDecoder.pending must be after `prefix`: data buffer + unfinished line."""
+    text = codecs.getincrementaldecoder("utf-8")(errors="replace").decode(prefix)
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    unfinished = lines.pop()
+    data_buffer = 0
+    for line in lines:
+        if line == "":
+            data_buffer = 0
+        elif line == "data" or line.startswith("data:"):
+            value = line[5:]
+            data_buffer += len(value[1:] if value.startswith(" ") else value) + 1
+    return data_buffer + len(unfinished)
+
+
+@settings(database=None, deadline=None, max_examples=400)
+@given(st.data())
+def test_near_miss_streams_match_reference(data: st.DataObject) -> None:
+    """Regular streams with a few odd blocks decode like the reference, however chunked."""
+    stream = data.draw(_near_miss_streams())
+    expected = reference_parse(stream)
+    assert feed_chunks([stream]) == expected
+    chunks = data.draw(_chunkings(stream))
+    decoder = SSEDecoder()
+    events: list[ServerSentEvent] = []
+    fed = b""
+    for chunk in chunks:
+        events += decoder.feed(chunk)
+        fed += chunk
+        assert decoder.pending == reference_pending(fed)
+    assert Run(events, decoder.last_event_id, decoder.retry) == expected
+
+
+def _altered_stream(shape: str, kind: str, where: int, count: int, value: str) -> bytes:
+    """`count` regular blocks of `shape` whose block number `where` is altered by `kind`."""
+    text = ""
+    for i in range(count):
+        lines: list[str | None] = list(_regular_block(shape, i, value))
+        ending = "\n"
+        if i == where:
+            if kind in _ENDING_ALTERATIONS:
+                ending = kind
+            else:
+                lines = _ALTERATIONS[kind](lines)  # type: ignore[operator]
+        blank = not (lines and lines[-1] is None)
+        text += "".join(f"{line}{ending}" for line in lines if line is not None)
+        text += ending if blank else ""
+    return text.encode()
+
+
+@pytest.mark.parametrize("shape", ["data", "id_data"])
+@pytest.mark.parametrize("kind", [*_ALTERATIONS, *_ENDING_ALTERATIONS])
+def test_each_alteration_in_a_regular_stream(shape: str, kind: str) -> None:
+    """Every alteration, at the start, middle and end of a long regular run, is decoded exactly.
+
+    Fed whole, in fixed-size chunks, and in two chunks cut anywhere in or next to the odd
+    block, so that it lands in a chunk's head, middle and tail.
+    """
+    count = 30
+    for where in (0, count // 2, count - 1):
+        stream = _altered_stream(shape, kind, where, count, "payload")
+        expected = reference_parse(stream)
+        for size in (len(stream), 64, 401):
+            chunks = [stream[i : i + size] for i in range(0, len(stream), size)]
+            assert feed_chunks(chunks) == expected, (where, size)
+        block = len(stream) // count
+        for cut in range(max(0, (where - 1) * block), min(len(stream), (where + 2) * block)):
+            assert feed_chunks([stream[:cut], stream[cut:]]) == expected, (where, cut)
+
+
+@pytest.mark.parametrize("shape", ["data", "id_data"])
+@pytest.mark.parametrize("kind", [*_ALTERATIONS, *_ENDING_ALTERATIONS])
+def test_each_alteration_with_long_lines(shape: str, kind: str) -> None:
+    """The same with lines of a few KiB, which the decoder cuts out one by one."""
+    count = 6
+    for where in (0, 3, count - 1):
+        stream = _altered_stream(shape, kind, where, count, "0123456789" * 300)
+        expected = reference_parse(stream)
+        for size in (len(stream), 1000, 4500, 9001):
+            chunks = [stream[i : i + size] for i in range(0, len(stream), size)]
+            assert feed_chunks(chunks) == expected, (where, size)
+
+
+def test_regular_stream_fast_path_results() -> None:
+    """Long regular runs of both shapes give the exact events and state (no odd block)."""
+    data_stream = b"".join(b"data: %d\n\n" % i for i in range(1000))
+    run = feed_chunks([data_stream[:5000], data_stream[5000:]])
+    assert run == Run([E(data=str(i)) for i in range(1000)], "", None)
+    id_stream = b"".join(b"id: s:%d\ndata: %d\n\n" % (i, i) for i in range(1000))
+    run = feed_chunks([id_stream[:7001], id_stream[7001:]])
+    assert run == Run([E(data=str(i), id=f"s:{i}") for i in range(1000)], "s:999", None)
+
+
+# --- pending: what the decoder holds for the event being built ---
+
+
+def test_pending_starts_at_zero_and_ignores_comments_and_completed_events() -> None:
+    """Comments (pings) and dispatched events leave nothing pending."""
+    decoder = SSEDecoder()
+    assert decoder.pending == 0
+    decoder.feed(b": ping\n\n" * 1000)
+    assert decoder.pending == 0
+    decoder.feed(b"id: 1\ndata: " + b"x" * 5000 + b"\n\n" + b"data: y\n\nretry: 5\n")
+    assert decoder.pending == 0
+    decoder.feed(b": " + b"p" * 10_000 + b"\n")
+    assert decoder.pending == 0
+
+
+def test_pending_counts_data_buffer_and_unfinished_line() -> None:
+    """The data buffer counts value + LF per line; the unfinished line counts as received."""
+    decoder = SSEDecoder()
+    decoder.feed(b"data: abc")
+    assert decoder.pending == len("data: abc")
+    decoder.feed(b"def")
+    assert decoder.pending == len("data: abcdef")
+    decoder.feed(b"\n")
+    assert decoder.pending == len("abcdef\n")
+    decoder.feed(b": ping\n:\nevent: e\nid: 3\n")
+    assert decoder.pending == len("abcdef\n")
+    decoder.feed(b"data:\ndata: gh\n")
+    assert decoder.pending == len("abcdef\n\ngh\n")
+    assert decoder.feed(b"\n") == [E("e", "abcdef\n\ngh", "3")]
+    assert decoder.pending == 0
+
+
+def test_pending_grows_with_a_long_unfinished_data_line() -> None:
+    """A data line that never ends grows pending by every character fed, one byte at a time."""
+    decoder = SSEDecoder()
+    decoder.feed(b"data: a\n\n")
+    for size in range(1, 2001):
+        decoder.feed(b"z" if size > 1 else b"d")
+        assert decoder.pending == size
