@@ -1,4 +1,4 @@
-"""The sans-I/O session protocol and wire formats: numbering, acks, replay, de-duplication."""
+"""The sans-I/O session protocol: numbering, acknowledgement, replay, de-duplication."""
 
 from __future__ import annotations
 
@@ -6,17 +6,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rxconn import BufferFullError, wire
-from rxconn.session import ClientSession, Inbound, ReplayGap, ReplayLog
+from rxconn import BufferFullError
+from rxconn.session import Accept, AckSchedule, HubSession, Inbound, ReplayGap, ReplayLog
 
 
 def test_inbound_delivers_the_next_drops_repeats_and_flags_gaps() -> None:
-    """accept(): True for received+1, False for a repeat, None for a gap."""
+    """accept(): DELIVER for received+1, REPEAT for a repeat, GAP for a gap."""
     inbound = Inbound()
-    assert inbound.accept(1) is True
-    assert inbound.accept(1) is False
-    assert inbound.accept(3) is None
-    assert inbound.accept(2) is True
+    assert inbound.accept(1) is Accept.DELIVER
+    assert inbound.accept(1) is Accept.REPEAT
+    assert inbound.accept(3) is Accept.GAP
+    assert inbound.accept(2) is Accept.DELIVER
     assert inbound.received == 2
 
 
@@ -24,7 +24,7 @@ def test_inbound_delivers_the_next_drops_repeats_and_flags_gaps() -> None:
 def test_inbound_delivers_each_number_once_and_in_order(arrivals: list[int]) -> None:
     """Whatever arrives (repeats, out of order), what is delivered is 1, 2, 3, … once each."""
     inbound = Inbound()
-    delivered = [seq for seq in arrivals if inbound.accept(seq)]
+    delivered = [seq for seq in arrivals if inbound.accept(seq) is Accept.DELIVER]
     assert delivered == list(range(1, len(delivered) + 1))
 
 
@@ -77,7 +77,7 @@ def test_replay_log_after_is_linear() -> None:
 
 def test_client_session_keeps_or_resets_numbering() -> None:
     """A resumed session keeps its inbound counter; a new one starts at zero."""
-    session = ClientSession()
+    session = HubSession()
     session.start("s1", resumed=False)
     assert session.inbound is not None
     session.inbound.accept(1)
@@ -89,80 +89,11 @@ def test_client_session_keeps_or_resets_numbering() -> None:
     assert session.id is None
 
 
-def test_control_frames_round_trip() -> None:
-    """hello, welcome, refusal, ack and quit frames decode to what was encoded."""
-    hello = wire.Hello("abc", 7)
-    welcome = wire.Welcome("abc", 3, True)
-    refusal = wire.Refusal(410, "gone")
-    assert wire.decode_control(wire.encode_hello(hello)) == hello
-    assert wire.decode_control(wire.encode_hello(wire.Hello(None, 0))) == wire.Hello(None, 0)
-    assert wire.decode_control(wire.encode_welcome(welcome)) == welcome
-    assert wire.decode_control(wire.encode_refusal(refusal)) == refusal
-    assert wire.decode_control(wire.encode_ack(42)) == 42
-    assert wire.decode_control("q") is None
-
-
-@pytest.mark.parametrize(
-    "frame",
-    [
-        "",
-        "z",
-        "a",
-        "a-1",
-        "a1x",
-        "h{",
-        "h[]",
-        'h{"last": -1}',
-        'h{"session": 5}',
-        "w{}",
-        "x{}",
-        "qq",
-    ],
-)
-def test_malformed_control_frames_raise_wire_error(frame: str) -> None:
-    """Anything that is not a valid control frame raises WireError (never anything else)."""
-    with pytest.raises(wire.WireError):
-        wire.decode_control(frame)
-
-
-@given(st.one_of(st.text(), st.binary()))
-def test_sse_payload_mapping_is_lossless(payload: str | bytes) -> None:
-    """Any text (CRs included) or bytes survive the SSE event mapping."""
-    event, data = wire.encode_sse_payload(payload)
-    assert "\r" not in data and ("\n" not in data or event == "message")
-    assert wire.decode_sse_payload(event, data) == payload
-
-
-@given(st.lists(st.one_of(st.text(), st.binary()), max_size=20), st.integers(1, 10**6))
-def test_batches_round_trip(payloads: list[str | bytes], seq: int) -> None:
-    """A POST batch decodes to what was encoded."""
-    batch = wire.Batch("s", seq, tuple(payloads), ack=3)
-    assert wire.decode_batch(wire.encode_batch(batch)) == batch
-
-
-@pytest.mark.parametrize(
-    "body",
-    [
-        b"",
-        b"[]",
-        b'{"session": ""}',
-        b'{"session": "s", "seq": -1}',
-        b'{"session": "s", "messages": {}}',
-        b'{"session": "s", "messages": [{"t": 1}]}',
-        b'{"session": "s", "messages": [{"b": "not base64!"}]}',
-        b'{"session": "s", "messages": [{"t": "a", "b": "YQ=="}]}',
-        b'{"session": "s", "ack": "3"}',
-        b"\xff\xfe",
-    ],
-)
-def test_malformed_batches_raise_wire_error(body: bytes) -> None:
-    """Malformed POST bodies raise WireError with a reason."""
-    with pytest.raises(wire.WireError):
-        wire.decode_batch(body)
-
-
-def test_event_ids() -> None:
-    """SSE ids carry session and seq; foreign ids are recognised as such."""
-    assert wire.decode_event_id(wire.encode_event_id("a:b", 5)) == ("a:b", 5)
-    assert wire.decode_event_id("42") is None
-    assert wire.decode_event_id("s:x") is None
+def test_ack_schedule_coalesces_by_count_and_by_delay() -> None:
+    """Both ends acknowledge on one schedule: arm on the first, at once at `every`."""
+    acks = AckSchedule(delay=0.05, every=3)
+    assert [acks.delivered(), acks.delivered(), acks.delivered()] == ["arm", None, "now"]
+    acks.sent()
+    assert acks.unacked == 0 and acks.delivered() == "arm"
+    by_time_only = AckSchedule(delay=0.25, every=None)
+    assert [by_time_only.delivered() for _ in range(5000)].count("arm") == 1
