@@ -185,6 +185,63 @@ QUICKSTART: list[Cell] = [
     ),
     md(
         """
+        ## Receipts: every payload's fate
+
+        `send()` returns a receipt: awaiting it gives `Delivered(...)` once the
+        hub acknowledged the payload (or raises if it was dropped, expired, or
+        the connection closed). Here the hub cuts every WebSocket link and
+        refuses new ones, as a proxy that blocks WebSocket would: the
+        connection falls back to HTTP, and every receipt still resolves, once,
+        with the transport that delivered it.
+        """
+    ),
+    code(
+        """
+        receipts = [conn.send(f"order {i}") for i in range(5)]
+        hub.websocket_enabled = False
+        print("cut:", await first(conn.state, lambda s: s != rxconn.Connected("websocket")))
+        receipts += [conn.send(f"order {i}") for i in range(5, 10)]  # sent during the cut
+
+        async with asyncio.timeout(10):
+            delivered = [await receipt for receipt in receipts]
+        hub.websocket_enabled = True  # the fallback upgrades back to WebSocket later
+        for receipt, outcome in zip(receipts, delivered):
+            print(f"{receipt.payload!r}: {outcome}")
+        """
+    ),
+    md(
+        """
+        ## Time operators: stay on the event loop
+
+        reactivex's time-based operators (`buffer_with_time`, `debounce`,
+        `throttle_first`, ...) run their callbacks on a thread pool unless they
+        are given a scheduler. `conn.scheduler` is the one the connection runs
+        on (here an `AsyncIOScheduler` on the notebook's loop): pass it, and the
+        callbacks stay on the event loop, with no threads.
+        """
+    ),
+    code(
+        """
+        import threading
+
+
+        batches = conn.messages.pipe(
+            ops.buffer_with_time(0.5, scheduler=conn.scheduler),
+            ops.filter(bool),  # skip the empty half-second windows
+            ops.map(lambda batch: (batch, threading.current_thread().name)),
+            ops.take(1),
+            ops.to_future(),
+        )
+        for word in ("one", "two", "three"):
+            conn.send(word)
+
+        async with asyncio.timeout(5):
+            batch, thread = await batches
+        print(batch, "arrived on", thread)
+        """
+    ),
+    md(
+        """
         ## Interest drives the lifecycle
 
         Disposing the last subscription closes the link. Sends made meanwhile
@@ -266,8 +323,7 @@ FALLBACK: list[Cell] = [
 
         import asyncio
 
-        import matplotlib.pyplot as plt
-        from matplotlib.patches import Patch
+        from plots import draw_state_timeline  # notebooks/plots.py: the matplotlib code
         from reactivex import operators as ops
 
         import rxconn
@@ -431,67 +487,12 @@ FALLBACK: list[Cell] = [
         One band per state (the colour says which transport), the messages
         sent, and the echoes received, coloured by the transport they arrived
         over. Echoes sent while the link was being replaced arrive a little
-        late, but they all arrive.
+        late, but they all arrive. (The drawing code is in `notebooks/plots.py`.)
         """
     ),
     code(
         """
-        COLORS = {
-            ("connecting", "websocket"): "#9ecae1",
-            ("connected", "websocket"): "#2171b5",
-            ("connecting", "http"): "#fdd0a2",
-            ("connected", "http"): "#e6550d",
-            ("errored", None): "#cb181d",
-            ("disconnected", None): "#d9d9d9",
-        }
-        LABELS = {
-            ("connecting", "websocket"): "connecting (WebSocket)",
-            ("connected", "websocket"): "connected (WebSocket)",
-            ("connecting", "http"): "connecting (HTTP)",
-            ("connected", "http"): "connected (HTTP)",
-            ("errored", None): "errored",
-            ("disconnected", None): "disconnected",
-        }
-
-
-        def key(state):
-            return (state.kind, getattr(state, "transport", None))
-
-
-        end = now()
-        fig, ax = plt.subplots(figsize=(10, 3.2))
-        ends = [t for t, _ in timeline[1:]] + [end]
-        for (start, state), until in zip(timeline, ends, strict=True):
-            width = max(until - start, 0.004)  # keep instants visible
-            ax.broken_barh([(start, width)], (1.6, 0.8), color=COLORS[key(state)])
-        ticks = dict(linelengths=0.5, linewidths=0.8)
-        ax.eventplot([t for t, _ in sent], lineoffsets=1, colors="#636363", **ticks)
-        for transport in ("websocket", "http"):
-            times = [t for t, _, over in received if over == transport]
-            ax.eventplot(times, lineoffsets=0, colors=COLORS[("connected", transport)], **ticks)
-        for label, t in marks.items():
-            ax.axvline(t, color="black", linestyle="--", linewidth=1)
-            ax.annotate(label, (t, 2.5), (3, 0), textcoords="offset points", fontsize=9)
-        ax.set_yticks([0, 1, 2], ["echoes received", "messages sent", "state"])
-        ax.set_ylim(-0.5, 2.9)
-        ax.set_xlim(0, end)
-        ax.set_xlabel("seconds")
-        ax.set_title(
-            f"Fallback and upgrade: {len(received)} of {len(sent)} messages echoed, in order",
-            fontsize=11,
-        )
-        seen = list(dict.fromkeys(key(state) for _, state in timeline))
-        ax.legend(
-            handles=[Patch(color=COLORS[k], label=LABELS[k]) for k in seen],
-            loc="upper center",
-            bbox_to_anchor=(0.5, -0.25),
-            ncol=len(seen),
-            fontsize=8,
-            frameon=False,
-        )
-        ax.spines[["top", "right", "left"]].set_visible(False)
-        fig.tight_layout()
-        plt.show()
+        draw_state_timeline(timeline, sent, received, marks, end=now())
         """
     ),
     md("## Clean up"),
@@ -531,8 +532,7 @@ MARBLES: list[Cell] = [
     code(
         """
         %matplotlib inline
-        import matplotlib.pyplot as plt
-        from matplotlib.patches import Patch
+        from plots import draw_marbles, link_rows, recorded_row, state_marble, writes_row
         from reactivex import operators as ops
         from reactivex.testing import ReactiveTest, TestScheduler
 
@@ -571,120 +571,14 @@ MARBLES: list[Cell] = [
         """
         ## Drawing marble diagrams
 
-        A small helper draws one line per stream: each fake link's script,
-        placed where the connection subscribed to it and cut where the
-        connection disposed of it, then the recorded streams. Values that occur
-        at the same instant are grouped, as in `(a,b)`.
-        """
-    ),
-    code(
-        """
-        COLORS = {"websocket": "#9ecae1", "http": "#fdae6b", "error": "#fb6a4a", None: "white"}
-        MARBLE_TEXT = dict(ha="center", va="center", size=9, family="monospace")
-
-
-        def link_rows(transport):
-            \"\"\"One row per link of a FakeTransport: its script, as the connection saw it.\"\"\"
-            rows = []
-            for index, sub in enumerate(transport.subscriptions):
-                script = transport.scripts[min(index, len(transport.scripts) - 1)]
-                events = []
-                for offset, char in enumerate(script):
-                    t = sub.subscribe + offset * transport.timespan
-                    if sub.unsubscribe is not None and t > sub.unsubscribe:
-                        break
-                    if char == "#":
-                        events.append((t, "#", "error"))
-                    elif char == "|":
-                        events.append((t, "|", None))
-                    elif char == "o":
-                        events.append((t, "o", transport.name))
-                    elif char != "-":
-                        events.append((t, char, None))
-                probe = " (probe)" if transport.contexts[index].probe else ""
-                label = f"{transport.name} #{index}{probe}\\n'{script}'"
-                rows.append((label, sub.subscribe, sub.unsubscribe, events))
-            return rows
-
-
-        def short(state):
-            \"\"\"d, c<attempt>, o, e<attempt>: the letters used in the diagrams.\"\"\"
-            if isinstance(state, Connecting):
-                return f"c{state.attempt}", state.transport
-            if isinstance(state, Connected):
-                return "o", state.transport
-            if isinstance(state, Errored):
-                return f"e{state.attempt}", "error"
-            return "d", None
-
-
-        def writes_row(transport):
-            \"\"\"When each payload was written to a link of `transport`.\"\"\"
-            events = [(w.time, w.payload, None) for w in transport.writes]
-            return (f"written to\\n{transport.name} links", 0, None, events)
-
-
-        def recorded_row(label, observer, fmt=lambda v: (str(v), None)):
-            \"\"\"A row from a TestScheduler observer's recorded notifications.\"\"\"
-            events, completed = [], None
-            for m in observer.messages:
-                if m.value.kind == "N":
-                    events.append((m.time, *fmt(m.value.value)))
-                elif m.value.kind == "C":
-                    events.append((m.time, "|", None))
-                    completed = m.time
-                else:
-                    events.append((m.time, "#", "error"))
-                    completed = m.time
-            return (label, 0, completed, events)
-
-
-        def draw_marbles(title, rows, until):
-            fig, ax = plt.subplots(figsize=(10, 0.62 * len(rows) + 1.0))
-            for y, (_, start, stop, events) in enumerate(reversed(rows)):
-                if stop is None:  # still subscribed at the end: an arrow
-                    arrow = dict(arrowstyle="-|>", lw=1.2)
-                    ax.annotate("", (until + 0.6, y), (start, y), arrowprops=arrow)
-                    ax.plot([start], [y], "|", color="black", ms=8)
-                else:  # from subscription to disposal
-                    ax.plot([start, stop], [y, y], "-|", color="black", lw=1.2, ms=8)
-                groups = {}
-                for t, text, color in events:
-                    groups.setdefault(t, []).append((text, color))
-                for t, group in groups.items():
-                    texts = [text for text, _ in group]
-                    if texts == ["|"]:
-                        ax.plot([t], [y], marker="|", color="black", ms=18, mew=2.5)
-                        continue
-                    *values, last = texts
-                    if len(texts) == 1:
-                        text = last
-                    elif last == "|":  # values, then completion, at the same instant
-                        text = f"({','.join(values)}|)"
-                    else:
-                        text = f"({','.join(texts)})"
-                    box = dict(boxstyle="round,pad=0.3", fc=COLORS[group[-1][1]], lw=0.8)
-                    ax.text(t, y, text, bbox=box, **MARBLE_TEXT)
-            ax.set_yticks(range(len(rows)), [row[0] for row in reversed(rows)], fontsize=9)
-            ax.set_xticks(range(0, int(until) + 1))
-            ax.set_xlim(-0.7, until + 0.9)
-            ax.set_ylim(-0.7, len(rows) - 0.3)
-            ax.set_xlabel("virtual time (s)")
-            ax.set_title(title, fontsize=11)
-            ax.grid(axis="x", color="#f0f0f0")
-            ax.set_axisbelow(True)
-            ax.spines[["top", "right", "left"]].set_visible(False)
-            ax.tick_params(axis="y", length=0)
-            kinds = ("websocket", "http", "error")
-            ax.legend(
-                handles=[Patch(fc=COLORS[k], ec="black", lw=0.8, label=k) for k in kinds],
-                loc="upper left",
-                bbox_to_anchor=(1.0, 1.0),
-                fontsize=8,
-                frameon=False,
-            )
-            fig.tight_layout()
-            plt.show()
+        `draw_marbles(title, rows, until)` (from `notebooks/plots.py`, next to
+        this notebook) draws one line per stream. `link_rows(transport)` gives
+        one line per fake link: its script, placed where the connection
+        subscribed to it and cut where the connection disposed of it.
+        `recorded_row(label, observer, marble)` draws what a `TestScheduler`
+        observer recorded, `writes_row(transport)` when each payload was written
+        to a link, and `state_marble(state)` names a state in one short marble.
+        Values that occur at the same instant are grouped, as in `(a,b)`.
         """
     ),
     md(
@@ -755,7 +649,7 @@ MARBLES: list[Cell] = [
             "First link fails, second opens and delivers; close() at 14 s",
             [
                 *link_rows(ws),
-                recorded_row("conn.state", states, short),
+                recorded_row("conn.state", states, state_marble),
                 ("conn.send()", 0, None, [(1, "hi", None)]),
                 writes_row(ws),
                 recorded_row("online(conn)", is_online, lambda v: ("T" if v else "F", None)),
@@ -842,7 +736,7 @@ MARBLES: list[Cell] = [
             [
                 *link_rows(ws),
                 *link_rows(http),
-                recorded_row("conn.state", states, short),
+                recorded_row("conn.state", states, state_marble),
                 recorded_row("online(conn)", is_online, lambda v: ("T" if v else "F", None)),
                 recorded_row("shouted(conn)", messages),
             ],

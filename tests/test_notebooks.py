@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -107,3 +109,21 @@ def test_notebooks_match_their_generator_and_carry_outputs() -> None:
         assert all(cell.execution_count is not None for cell in code), f"{name} was not executed"
         images = [o for o in outputs(nb) if "image/png" in o.get("data", {})]
         assert bool(images) == (name in DRAWS), f"{name}: unexpected images"
+
+
+def test_plotting_lives_in_a_linted_module() -> None:
+    """The cells draw through ``notebooks/plots.py`` (no matplotlib code of their own),
+    and that module passes ruff's checks and formatting."""
+    generator = load_generator()
+    code = [src for cells in generator.NOTEBOOKS.values() for kind, src in cells if kind == "code"]
+    for source in code:
+        assert "plt." not in source and "import matplotlib" not in source, source
+    assert any("from plots import" in source for source in code)
+    for command in (["check"], ["format", "--check"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "ruff", *command, str(NOTEBOOKS / "plots.py")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr

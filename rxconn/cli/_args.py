@@ -18,8 +18,9 @@ TRANSPORTS: Final = ("auto", "websocket", "http")
 _N = TypeVar("_N", int, float)
 
 
-def number_in(kind: Callable[[str], _N], low: _N, high: _N) -> Callable[[str], _N]:
-    """An argparse type: a number of ``kind`` (int or float) within ``[low, high]``."""
+def number_in(kind: Callable[[str], _N], low: _N, high: _N | None = None) -> Callable[[str], _N]:
+    """An argparse type: a number of ``kind`` (int or float) within ``[low, high]``
+    (no upper bound when ``high`` is None)."""
 
     def parse(text: str) -> _N:
         try:
@@ -27,7 +28,9 @@ def number_in(kind: Callable[[str], _N], low: _N, high: _N) -> Callable[[str], _
         except ValueError:
             what = "an integer" if kind is int else "a number"
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if not low <= value <= high:
+        if high is None and not low <= value:
+            raise argparse.ArgumentTypeError(f"must be ≥ {low:g}, got {text}")
+        if high is not None and not low <= value <= high:
             raise argparse.ArgumentTypeError(f"must be within [{low:g}, {high:g}], got {text}")
         return value
 
@@ -43,13 +46,19 @@ def positive(text: str) -> float:
 
 
 def url_prefix(text: str) -> str:
-    """An argparse type: a URL prefix such as ``/rx``."""
+    """An argparse type: a URL prefix such as ``/rx``, or ``''`` (or ``/``) for the root."""
+    if text in ("", "/"):
+        return ""
     if not text.startswith("/") or text.endswith("/"):
-        raise argparse.ArgumentTypeError(f"must start with '/' and not end with it: {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"must start with '/' and not end with it (or be '' for the root): {text!r}"
+        )
     return text
 
 
-def add_client_options(parser: argparse.ArgumentParser, timeout_help: str) -> None:
+def add_client_options(
+    parser: argparse.ArgumentParser, timeout_help: str, default_timeout: float | None
+) -> None:
     """Options shared by ``listen`` and ``send``."""
     parser.add_argument("url", metavar="URL", help="hub base URL, or endpoint (see below)")
     parser.add_argument(
@@ -63,12 +72,29 @@ def add_client_options(parser: argparse.ArgumentParser, timeout_help: str) -> No
         action="store_true",
         help="with --transport websocket/http, use URL as is (no /ws or /events appended)",
     )
-    parser.add_argument("--timeout", type=positive, default=10.0, metavar="S", help=timeout_help)
+    parser.add_argument(
+        "--plain",
+        action="store_true",
+        help="no hub protocol (hub=False): any WebSocket server, or any SSE server "
+        "(receive only); the URL is used as given",
+    )
+    parser.add_argument(
+        "--timeout", type=positive, default=default_timeout, metavar="S", help=timeout_help
+    )
+    parser.add_argument(
+        "--retries",
+        type=number_in(int, 0),
+        metavar="N",
+        help="give up after N retries in a row, N+1 failed attempts (default: keep trying)",
+    )
 
 
 URL_HELP: Final = """\
 URL: with --transport auto, the hub's base URL (http://host:8080/rx; a trailing
 /ws or /events is dropped). With websocket or http, the endpoint: /ws or /events
 is appended unless the path already ends with it (or --exact-url is given).
-Gives up after 3 failed attempts in a row, or at once on a fatal error (e.g. 404).
+With --plain the URL is used as given; with --transport auto a ws(s):// URL means
+WebSocket and an http(s):// URL Server-Sent Events.
+Retries until --timeout (or --retries N retries in a row) and gives up at once
+on a fatal error (e.g. 404).
 Exit codes: 0 ok, 1 failure, 2 bad arguments or URL, 130 interrupted."""

@@ -1,23 +1,25 @@
 """The client commands ``listen`` and ``send``, and the URL rules they share.
 
 These are the only commands that build a client connection from user input.
+Both keep retrying (the connection's backoff, capped at ``CLIENT_MAX_DELAY``)
+until ``--timeout`` or ``--retries`` says stop; ``listen`` without ``--timeout``
+never gives up on a retryable error, so it outlives a hub restart.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import json
 import sys
-from typing import Final
+from typing import Any, Final
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 from reactivex.disposable import CompositeDisposable
 
 import rxconn
 
-from ._console import PROG, CliError, Console, describe
+from ._console import PROG, CliError, Console, UsageError, describe, explain
+from ._format import binary_payload, format_message
 from ._run import Outcome
 
 
@@ -25,23 +27,36 @@ __all__ = [
     "base_url",
     "client_connection",
     "endpoint_url",
-    "format_message",
+    "failure",
     "run_listen",
     "run_send",
 ]
 
 ENDPOINTS: Final = {"websocket": "/ws", "http": "/events"}
 WEB_SCHEMES: Final = {"ws": "http", "wss": "https"}
-CLIENT_BACKOFF: Final = rxconn.Backoff(initial=0.2, max_delay=2.0, max_attempts=3)
-"""listen/send give up after three failed attempts in a row (RetriesExhausted)."""
-SEND_POLL: Final = 0.01
+CLIENT_INITIAL_DELAY: Final = 0.2
+CLIENT_MAX_DELAY: Final = 2.0
+"""listen/send retry quickly: at most 2 s between attempts (a hub restart is noticed fast)."""
+MAX_OPEN_TIMEOUT: Final = 10.0
+PLAIN_HINT: Final = "not the rxconn hub? for any other server use --plain"
+RECEIVE_ONLY: Final = (
+    "the server accepts no messages: an SSE server other than the rxconn hub is receive-only"
+)
 
 
 def _split(url: str) -> SplitResult:
     try:
-        return urlsplit(url)
+        parts = urlsplit(url)
     except ValueError as exc:
         raise rxconn.InvalidURL(url, "cannot be parsed") from exc
+    try:
+        parts.port  # noqa: B018 (urlsplit checks the port only when asked)
+    except ValueError:
+        raw = parts.netloc.rpartition("@")[2].rpartition(":")[2]
+        if raw.isdigit():
+            raise rxconn.InvalidURL(url, f"port {raw} is out of range (0-65535)") from None
+        raise rxconn.InvalidURL(url, f"port {raw!r} is not a number") from None
+    return parts
 
 
 def base_url(url: str) -> str:
@@ -67,6 +82,14 @@ def endpoint_url(url: str, transport: str) -> str:
     return urlunsplit(parts._replace(path=path))
 
 
+def plain_transport(args: argparse.Namespace) -> str:
+    """With ``--plain``: ``--transport``, or for ``auto`` the URL's scheme
+    (``ws(s)``: websocket, otherwise http)."""
+    if args.transport != "auto":
+        return str(args.transport)
+    return "websocket" if _split(args.url).scheme in WEB_SCHEMES else "http"
+
+
 def client_connection(args: argparse.Namespace) -> rxconn.Connection:
     """The connection ``listen``/``send`` asked for.
 
@@ -80,45 +103,67 @@ def client_connection(args: argparse.Namespace) -> rxconn.Connection:
 
 
 def _client_connection(args: argparse.Namespace) -> rxconn.Connection:
-    open_timeout = min(10.0, args.timeout)
-    if args.transport == "auto":
-        return rxconn.connection(
-            base_url(args.url), backoff=CLIENT_BACKOFF, open_timeout=open_timeout
-        )
-    url = args.url if args.exact_url else endpoint_url(args.url, args.transport)
+    open_timeout = min(MAX_OPEN_TIMEOUT, args.timeout or MAX_OPEN_TIMEOUT)
+    backoff = rxconn.Backoff(
+        initial=CLIENT_INITIAL_DELAY,
+        max_delay=CLIENT_MAX_DELAY,
+        max_attempts=None if args.retries is None else args.retries + 1,
+    )
+    _split(args.url)  # a bad port is named before any transport sees the URL
+    if args.plain:
+        kind, url, hub = plain_transport(args), args.url, False
+    elif args.transport == "auto":
+        return rxconn.connection(base_url(args.url), backoff=backoff, open_timeout=open_timeout)
+    else:
+        kind, hub = args.transport, True
+        url = args.url if args.exact_url else endpoint_url(args.url, kind)
     link: rxconn.Transport
-    if args.transport == "websocket":
-        link = rxconn.websocket(url, open_timeout=open_timeout)
+    if kind == "websocket":
+        link = rxconn.websocket(url, open_timeout=open_timeout, hub=hub)
     else:
-        link = rxconn.http(url, open_timeout=open_timeout)
-    return rxconn.Connection(link, backoff=CLIENT_BACKOFF)
+        link = rxconn.http(url, open_timeout=open_timeout, hub=hub)
+    return rxconn.Connection(link, backoff=backoff)
 
 
-def format_message(payload: str | bytes, as_json: bool) -> str:
-    """One output line for ``payload``: text as is, binary as ``b64:…``, or a JSON object."""
-    if isinstance(payload, str):
-        kind, data = "text", payload
-    else:
-        kind, data = "binary", base64.b64encode(payload).decode("ascii")
-    if as_json:
-        return json.dumps({"type": kind, "data": data}, ensure_ascii=False)
-    return data if kind == "text" else f"b64:{data}"
+def failure(args: argparse.Namespace, error: BaseException) -> str:
+    """The one-line reason a client command gave up on ``error``, with a hint where one helps."""
+    text = explain(error)
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, rxconn.ProtocolError) and cause.transport == "websocket":
+            return text if args.plain else f"{text}; {PLAIN_HINT}"  # a handshake mismatch
+        cause = cause.__cause__
+    return text
 
 
 async def run_listen(args: argparse.Namespace) -> int:
-    """``rxconn listen``: print messages until ``--count`` or Ctrl-C."""
+    """``rxconn listen``: print messages until ``--count``, ``--timeout`` without a link,
+    a fatal error, or Ctrl-C."""
     out, err = Console(sys.stdout), Console(sys.stderr)
     conn = client_connection(args)
     outcome = Outcome()
+    loop = asyncio.get_running_loop()
     received = 0
-    connected = False
+    deadline: asyncio.TimerHandle | None = None
+    last_error: BaseException | None = None
+
+    def no_link() -> None:
+        reason = f"no link open for {args.timeout:g} s"
+        outcome.fail(reason if last_error is None else f"{reason}: {failure(args, last_error)}")
 
     def on_state(state: rxconn.State) -> None:
-        nonlocal connected
-        connected = connected or isinstance(state, rxconn.Connected)
+        nonlocal deadline, last_error
         err.line(f"{PROG}: {describe(state)}")
-        if isinstance(state, rxconn.Errored) and state.retry_in is None:
-            outcome.fail(str(state.error))  # gave up: fatal error or RetriesExhausted
+        if isinstance(state, rxconn.Connected):
+            if deadline is not None:
+                deadline.cancel()
+                deadline = None
+        elif deadline is None and args.timeout is not None:
+            deadline = loop.call_later(args.timeout, no_link)
+        if isinstance(state, rxconn.Errored):
+            last_error = state.error
+            if state.retry_in is None:  # gave up: fatal error or --retries exhausted
+                outcome.fail(failure(args, state.error))
 
     def on_message(payload: str | bytes) -> None:
         nonlocal received
@@ -128,58 +173,96 @@ async def run_listen(args: argparse.Namespace) -> int:
         if args.count is not None and received >= args.count:
             outcome.finish(0)
 
-    def check_connected() -> None:
-        if not connected:
-            outcome.fail(f"no link opened within {args.timeout:g} s")
-
-    deadline = asyncio.get_running_loop().call_later(args.timeout, check_connected)
     subscriptions = CompositeDisposable(
         conn.messages.subscribe(on_message), conn.state.subscribe(on_state)
     )
     try:
         return await outcome.wait()
     finally:
-        deadline.cancel()
+        if deadline is not None:
+            deadline.cancel()
         subscriptions.dispose()
         conn.close()
         await rxconn.aio.drain()
 
 
+def send_payloads(args: argparse.Namespace) -> list[str | bytes]:
+    """The PAYLOAD arguments: text as given, or with ``--binary`` hex or ``@FILE`` bytes.
+
+    Raises:
+        UsageError: for a bad ``--binary`` payload, or ``--plain`` over SSE (receive-only).
+    """
+    if args.plain and plain_transport(args) == "http":
+        raise UsageError(
+            f"{RECEIVE_ONLY} (--plain over HTTP); use a ws:// URL or --transport websocket"
+        )
+    if args.binary:
+        return [binary_payload(argument) for argument in args.payloads]
+    return list(args.payloads)
+
+
 async def run_send(args: argparse.Namespace) -> int:
-    """``rxconn send``: send payloads in order, wait until all were accepted."""
+    """``rxconn send``: send payloads in order, wait (up to ``--timeout``) until all were
+    accepted; failed attempts are reported on stderr as they happen."""
+    payloads = send_payloads(args)
     conn = client_connection(args)
     outcome = Outcome()
-    for payload in args.payloads:
-        conn.send(payload)
+    err = Console(sys.stderr)
+    errors: list[BaseException] = []
 
     def on_state(state: rxconn.State) -> None:
-        if isinstance(state, rxconn.Errored) and state.retry_in is None:
-            outcome.fail(str(state.error))  # gave up: fatal error or RetriesExhausted
+        if not isinstance(state, rxconn.Errored):
+            return
+        errors.append(state.error)
+        if state.retry_in is None:  # gave up: fatal error or --retries exhausted
+            outcome.fail(failure(args, state.error))
+        else:
+            err.line(f"{PROG}: {describe(state)}")
 
-    subscription = conn.state.subscribe(on_state)
     try:
-        await _until_accepted(conn, outcome, args.timeout)
-        Console(sys.stderr).line(f"{PROG}: {len(args.payloads)} payload(s) accepted")
+        for payload in payloads:
+            conn.send(payload)
+        subscription = conn.state.subscribe(on_state)
+        try:
+            await _until_accepted(conn, outcome, args.timeout)
+        except TimeoutError:
+            raise CliError(_not_accepted(args, conn, len(payloads), errors)) from None
+        finally:
+            subscription.dispose()
+        err.line(f"{PROG}: {len(payloads)} payload(s) accepted")
         return 0
     finally:
-        subscription.dispose()
         conn.close()
         await rxconn.aio.drain()
 
 
 async def _until_accepted(conn: rxconn.Connection, outcome: Outcome, timeout: float) -> None:
-    """Wait (polling ``conn.buffered``, bounded) until nothing awaits acceptance.
+    """Wait (bounded) until ``conn.flush()`` says every payload was delivered.
 
     Raises:
-        CliError: when the connection gave up, or after ``timeout`` seconds.
+        CliError: when the connection gave up first.
+        TimeoutError: after ``timeout`` seconds.
     """
+    flushing: asyncio.Future[None] = asyncio.ensure_future(conn.flush())
+    waiting: list[asyncio.Future[Any]] = [flushing, outcome.future]
     try:
         async with asyncio.timeout(timeout):
-            while conn.buffered and not outcome.future.done():
-                await asyncio.wait([outcome.future], timeout=SEND_POLL)
-    except TimeoutError:
-        pass
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        flushing.cancel()
+        await asyncio.gather(flushing, return_exceptions=True)
     if outcome.future.done():
         await outcome.wait()  # raises the connection's failure
-    if conn.buffered:
-        raise CliError(f"{conn.buffered} payload(s) not accepted within {timeout:g} s")
+
+
+def _not_accepted(
+    args: argparse.Namespace, conn: rxconn.Connection, sent: int, errors: list[BaseException]
+) -> str:
+    """Why ``send`` timed out: the last failure, or a receive-only SSE server."""
+    text = f"{conn.buffered} of {sent} payload(s) not accepted within {args.timeout:g} s"
+    state = conn.current_state
+    if isinstance(state, rxconn.Connected) and state.transport == "http":
+        return f"{text}: connected over http, but {RECEIVE_ONLY}"
+    if errors:
+        return f"{text}: {failure(args, errors[-1])}"
+    return text

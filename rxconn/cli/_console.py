@@ -17,7 +17,9 @@ __all__ = [
     "STATE_COLOURS",
     "CliError",
     "Console",
+    "UsageError",
     "describe",
+    "explain",
     "print_error",
     "silence",
 ]
@@ -27,6 +29,10 @@ PROG: Final = "rxconn"
 
 class CliError(Exception):
     """A runtime failure reported as one line on stderr, with exit code 1."""
+
+
+class UsageError(CliError):
+    """Bad input found after parsing (a payload, a URL's port): one line, exit code 2."""
 
 
 class Console:
@@ -92,6 +98,22 @@ def print_error(command: str, message: str) -> None:
     Console(sys.stderr).line(f"{name}: error: {message}")
 
 
+def explain(error: BaseException) -> str:
+    """``str(error)``, then the notes of it and of its causes, ``; ``-separated.
+
+    A fallback notes on its last transport's error why the ones before failed
+    (PEP 678 notes), so this line names every transport's reason.
+    """
+    parts = [str(error)]
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        parts.extend(str(note) for note in getattr(current, "__notes__", ()))
+        current = current.__cause__
+    return "; ".join(parts)
+
+
 def describe(state: rxconn.State) -> str:
     """A short human description of a connection state."""
     if isinstance(state, rxconn.Connecting):
@@ -100,7 +122,7 @@ def describe(state: rxconn.State) -> str:
         return f"connected over {state.transport}"
     if isinstance(state, rxconn.Errored):
         then = "giving up" if state.retry_in is None else f"retrying in {state.retry_in:.2f} s"
-        return f"attempt {state.attempt} failed: {state.error}; {then}"
+        return f"attempt {state.attempt} failed: {explain(state.error)}; {then}"
     return "disconnected"
 
 
