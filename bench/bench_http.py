@@ -313,10 +313,12 @@ async def raw_post(http: aiohttp.ClientSession, base: str, n: int) -> float:
             buffer += await stream.content.readany()
         data = next(line for line in buffer.split(b"\n") if line.startswith(b"data:"))
         hello = json.loads(data[5:])
-        session, post = hello["session"], f"{base}{hello['post']}"
+        session, post, key = hello["session"], f"{base}{hello['post']}", hello["key"]
         text = "m" * POST_SIZE
         bodies = [
-            wire.encode_batch(wire.Batch(session, seq, (text,) * min(RAW_BATCH, n - seq + 1)))
+            wire.encode_batch(
+                wire.Batch(session, seq, (text,) * min(RAW_BATCH, n - seq + 1), key=key)
+            )
             for seq in range(1, n + 1, RAW_BATCH)
         ]
         post_headers = {"Content-Type": "application/json"}
@@ -327,7 +329,7 @@ async def raw_post(http: aiohttp.ClientSession, base: str, n: int) -> float:
                     raise RuntimeError(f"raw POST: {resp.status} {await resp.text()}")
                 await resp.read()
         elapsed = time.perf_counter() - start
-        close = wire.encode_batch(wire.Batch(session, n + 1, (), close=True))
+        close = wire.encode_batch(wire.Batch(session, n + 1, (), close=True, key=key))
         async with http.post(post, data=close, headers=post_headers) as resp:
             await resp.read()
     return n / elapsed

@@ -134,7 +134,7 @@ async def handle_v1_burst(request: web.Request) -> web.StreamResponse:
     if hello.type is not TEXT or not isinstance(wire.decode_control(hello.data), wire.Hello):
         await ws.close(code=1002, message=b"hello expected")
         return ws
-    await ws.send_str(wire.encode_welcome(wire.Welcome("bench", 0, False)))
+    await ws.send_str(wire.encode_welcome(wire.Welcome("bench", 0, False, key="bench-key")))
     frame = text_frame(wire.encode_text(payload(size)).encode())
     await write_frames(request, frame, n)
     await drain_client(ws)
@@ -168,7 +168,12 @@ def on_hub_session(session: Any) -> None:
 async def serve(cpu: int | None) -> None:
     """The child process: serve until stdin closes, announcing the port on stdout."""
     harness.pin(cpu)
-    hub = Hub(ping_interval=60.0, session_grace=1.0, replay_limit=2 * max(SIZES.values()))
+    hub = Hub(
+        ping_interval=60.0,
+        session_grace=1.0,
+        replay_limit=2 * max(SIZES.values()),
+        replay_bytes=1 << 30,  # a burst of 10 KiB messages sent without yielding
+    )
     hub.sessions.subscribe(on_hub_session)
     app = web.Application()
     app.router.add_get("/burst", handle_burst)

@@ -72,6 +72,16 @@ async def reach(
         rec.dispose()
 
 
+async def eventually(
+    predicate: Callable[[], object], timeout: float = TIMEOUT, poll: float = 5 * MS
+) -> None:
+    """Wait, bounded, for a condition on state that has no event of its own to await
+    (the hub's session table, say): it is checked every ``poll`` seconds."""
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(poll)
+
+
 async def settle() -> None:
     """Let every rxconn task finish tearing down (bounded)."""
     await rxconn.aio.drain(TIMEOUT)

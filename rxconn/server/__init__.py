@@ -7,8 +7,9 @@ otherwise), ``GET {prefix}/events`` (SSE) and ``POST {prefix}/messages``.
 from __future__ import annotations
 
 from ._hub import Hub
+from ._limits import LimitedSite
 from ._serve import Server, serve
 from ._session import Session
 
 
-__all__ = ["Hub", "Server", "Session", "serve"]
+__all__ = ["Hub", "LimitedSite", "Server", "Session", "serve"]

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final, Literal
 
 from aiohttp import web
 
 from .. import wire
-from ..session import ReplayGap
-from ..sse import encode_comment, encode_event
+from ..session import Accept, ReplayGap
+from ..sse import encode_comment
+from ._events import encode_entries, encode_session
 from ._session import Session
 
 
 if TYPE_CHECKING:
-    from ._hub import Hub
+    from ._registry import Registry
 
 __all__ = ["handle_events", "handle_messages"]
 
@@ -23,20 +24,43 @@ SSE_HEADERS = {
     "Content-Type": "text/event-stream; charset=utf-8",
     "Cache-Control": "no-cache, no-transform",
     "X-Accel-Buffering": "no",
-    "X-Rxconn": "v1",  # tells an rxconn client to wait for the session event
+    wire.HUB_HEADER: wire.HUB_VERSION,  # tells an rxconn client to wait for the session event
 }
-RXCONN_HEADER = "X-Rxconn"
+YIELD_EVERY = 1024
+"""Messages of one POST delivered between two yields to the event loop."""
+
+
+class _Stalled(Exception):
+    """The client did not take a write within the bound: the link is dropped."""
 
 
 class SseServerLink:
-    """The hub side of one SSE stream: writes the session log after ``cursor`` as events."""
+    """The hub side of one SSE stream: writes the session log after ``cursor`` as events.
 
-    transport = "http"
+    Every write must make progress: a client that stops reading (its TCP
+    window full) would otherwise hold the handler, its buffers and its pings
+    forever. A write during which nothing leaves the socket's buffer for
+    ``write_timeout`` (a slow reader that still reads keeps its link, however
+    big the message), or a ``close()`` while a write is blocked, aborts the
+    connection, so the handler ends and the session starts its grace period.
+    """
 
-    def __init__(self, resp: web.StreamResponse, session: Session, cursor: int) -> None:
+    transport: Final[Literal["http"]] = "http"
+
+    def __init__(
+        self,
+        request: web.BaseRequest,
+        resp: web.StreamResponse,
+        session: Session,
+        cursor: int,
+        write_timeout: float,
+    ) -> None:
         self.resp = resp
         self.session = session
         self.cursor = cursor
+        self._socket = request.transport
+        self._write_timeout = write_timeout
+        self._writing = False
         self._wake = asyncio.Event()
         self.closed = False
 
@@ -46,16 +70,47 @@ class SseServerLink:
     def close(self, code: int, reason: str) -> None:
         self.closed = True
         self._wake.set()
+        if self._writing:  # a blocked write would never see the flag
+            self._abort()
+
+    def _abort(self) -> None:
+        sock = self._socket
+        if sock is not None and not sock.is_closing():
+            sock.abort()
+
+    async def write(self, data: bytes) -> None:
+        """Write ``data``; abort the connection if the client stopped taking bytes."""
+        self._writing = True
+        writing = asyncio.ensure_future(self.resp.write(data))
+        try:
+            buffered: int | None = None
+            while True:
+                done, _ = await asyncio.wait((writing,), timeout=self._write_timeout)
+                if done:
+                    writing.result()
+                    return
+                sock = self._socket
+                now = sock.get_write_buffer_size() if sock is not None else 0
+                if buffered is not None and now >= buffered:
+                    self._abort()  # nothing left the buffer for a whole write_timeout
+                    raise _Stalled
+                buffered = now
+        finally:
+            self._writing = False
+            if not writing.done():
+                writing.cancel()
+            await asyncio.gather(writing, return_exceptions=True)
 
     async def run(self, ping_interval: float) -> None:
-        session, resp = self.session, self.resp
+        session = self.session
         ping = encode_comment("ping")
+        token = session.resume_token
         while not self.closed:
             try:
                 async with asyncio.timeout(ping_interval):
                     await self._wake.wait()
             except TimeoutError:
-                await resp.write(ping)
+                await self.write(ping)
                 continue
             self._wake.clear()
             if self.closed or session.link is not self:
@@ -67,17 +122,7 @@ class SseServerLink:
                 return
             if not batch:
                 continue
-            parts = []
-            for seq, payload in batch:
-                event, data = wire.encode_sse_payload(payload)
-                parts.append(
-                    encode_event(
-                        data,
-                        event=None if event == "message" else event,
-                        id=wire.encode_event_id(session.id, seq),
-                    )
-                )
-            await resp.write(b"".join(parts))
+            await self.write(encode_entries(session.id, batch, token))
             self.cursor = batch[-1][0]
 
 
@@ -87,73 +132,114 @@ def _json(status: int, body: dict[str, object], headers: dict[str, str]) -> web.
     )
 
 
-async def handle_events(request: web.Request, hub: Hub, cors: dict[str, str]) -> web.StreamResponse:
+async def _answer_probe(resp: web.StreamResponse, ping_interval: float) -> None:
+    """An upgrade probe: one comment that must reach the client while the stream is open
+    (a proxy that buffers SSE holds it), then the stream stays open until the client,
+    having seen it, lets go, or one ping interval passed. No session is made."""
+    async with asyncio.timeout(ping_interval):
+        await resp.write(encode_comment("probe"))
+        await asyncio.Event().wait()  # until the client leaves (the handler is cancelled)
+
+
+def _resume(registry: Registry, request: web.Request) -> tuple[Session | None, int]:
+    """The session a ``GET /events`` may resume, and from where; ``(None, 0)`` for a fresh one.
+
+    Only a request that proves it is the session's client (its key, or a
+    browser session's resume token in the event id) may resume it, and only
+    the key may end it (by asking for messages no longer kept). Anything else
+    (an unknown id, a wrong secret, a token with a number that was never
+    written or is no longer kept) gets a fresh session and leaves the named
+    one alone: it ends by itself after its grace period if nobody resumes it.
+    """
     last_event_id = request.headers.get("Last-Event-ID") or request.query.get("lastEventId", "")
-    is_rxconn = request.headers.get(RXCONN_HEADER) == "v1"
-    session: Session | None = None
-    cursor = 0
     parsed = wire.decode_event_id(last_event_id) if last_event_id else None
-    if parsed is not None:
-        known = hub.session(parsed[0])
-        if known is not None and known.resumable and known.log.can_resume(parsed[1]):
-            session, cursor = known, parsed[1]
-            session.log.ack(cursor)
-        elif known is not None and known.resumable:
+    if parsed is None:
+        return None, 0
+    known = registry.get(parsed.session)
+    if known is None or not known.resumable:
+        return None, 0
+    key = request.headers.get(wire.KEY_HEADER)
+    if not known.may_resume_stream(parsed.token, key):
+        return None, 0
+    if not known.log.can_resume(parsed.seq):
+        if known.authenticate(key):
             known.end("client asked for messages no longer kept")
+        return None, 0
+    known.log.ack(parsed.seq)
+    return known, parsed.seq
+
+
+async def handle_events(
+    request: web.Request, registry: Registry, cors: dict[str, str]
+) -> web.StreamResponse:
+    is_rxconn = request.headers.get(wire.HUB_HEADER) == wire.HUB_VERSION
+    resp = web.StreamResponse(status=200, headers={**SSE_HEADERS, **cors})
+    try:
+        await resp.prepare(request)
+        if wire.PROBE_HEADER in request.headers:
+            await _answer_probe(resp, registry.settings.ping_interval)
+            return resp
+    except (ConnectionError, RuntimeError, TimeoutError):
+        return resp  # the client left before the answer began: no session was made
+    session, cursor = _resume(registry, request)
     resumed = session is not None
     if session is None:
-        session = hub._create("rxconn" if is_rxconn else "eventsource", "http")
-    resp = web.StreamResponse(status=200, headers={**SSE_HEADERS, **cors})
-    await resp.prepare(request)
-    link = SseServerLink(resp, session, cursor)
+        session = registry.create("rxconn" if is_rxconn else "eventsource", "http")
+    ping_interval = registry.settings.ping_interval
+    link = SseServerLink(request, resp, session, cursor, write_timeout=ping_interval)
     post = str(request.app.router["rxconn-messages"].url_for())
-    hello = {
-        "session": session.id,
-        "post": post,
-        "last": session.inbound.received,
-        "resumed": resumed,
-    }
-    await resp.write(
-        encode_event(
-            json.dumps(hello),
-            event=wire.SSE_SESSION_EVENT,
-            id=wire.encode_event_id(session.id, cursor),
-        )
+    hello = wire.SessionInfo(
+        session.id, post, session.inbound.received, resumed, None if resumed else session.key
     )
-    hub.links.add(link)
+    registry.links.add(link)
     session.attach(link)
-    link.wake()
+    announced = False
     try:
-        await link.run(hub.ping_interval)
-    except (ConnectionError, RuntimeError):
-        pass  # the client went away mid-write: the grace period starts below
+        await link.write(encode_session(hello, cursor, session.resume_token))
+        announced = True
+        link.wake()
+        await link.run(ping_interval)
+    except (ConnectionError, RuntimeError, _Stalled):
+        pass  # the client went away, or stopped reading: the grace period starts below
     finally:
-        hub.links.discard(link)
+        registry.links.discard(link)
         session.detach(link)
+        if not announced and not resumed:
+            # The client never learned the session's id: nobody can ever resume it.
+            session.end("client left before its first event")
     return resp
 
 
-async def handle_messages(request: web.Request, hub: Hub, cors: dict[str, str]) -> web.Response:
+async def handle_messages(
+    request: web.Request, registry: Registry, cors: dict[str, str]
+) -> web.Response:
     if request.content_type != "application/json":
         return _json(415, {"error": "Content-Type must be application/json"}, cors)
     body = await request.read()  # aiohttp answers 413 past max_body_size
     try:
-        batch = wire.decode_batch(body)
+        batch = wire.decode_batch(body, max_messages=registry.settings.max_batch)
+    except wire.BatchTooLarge as exc:
+        return _json(413, {"error": str(exc)}, cors)
     except wire.WireError as exc:
         return _json(400, {"error": str(exc)}, cors)
-    session = hub.session(batch.session)
-    if session is None or not session.resumable:
+    session = registry.get(batch.session)
+    if session is None or not session.resumable or not session.authenticate(batch.key):
+        # A wrong key is answered like an unknown session, and changes nothing.
         return _json(410, {"error": "session unknown or expired"}, cors)
+    limit = registry.settings.max_message_size
     for payload in batch.messages:
         size = len(payload.encode()) if isinstance(payload, str) else len(payload)
-        if size > hub.max_message_size:
-            limit = hub.max_message_size
+        if size > limit:
             return _json(413, {"error": f"a message is larger than {limit} bytes"}, cors)
     if batch.ack is not None:
         session.log.ack(batch.ack)
     for offset, payload in enumerate(batch.messages):
-        if session.deliver(batch.seq + offset, payload) is None:
+        if session.ended:
+            break  # e.g. its replay log overflowed: acknowledge only what the app got
+        if session.deliver(batch.seq + offset, payload) is Accept.GAP:
             return _json(409, {"error": "gap in sequence", "last": session.inbound.received}, cors)
+        if offset % YIELD_EVERY == YIELD_EVERY - 1:
+            await asyncio.sleep(0)  # a big batch must not hold the loop for everyone else
     last = session.inbound.received
     if batch.close:
         session.end("closed by the client")

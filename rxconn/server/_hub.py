@@ -1,31 +1,31 @@
-"""The Hub: session registry, broadcast, limits, and the aiohttp application."""
+"""The Hub: the public face of a registry of sessions, its settings, and its application."""
 
 from __future__ import annotations
-
-import secrets
-from collections.abc import Iterable
 
 from aiohttp import web
 from reactivex import Observable
 
-from .._multicast import Multicast
+from .._types import coerce_payload
 from ..transport import Payload
+from ._registry import Registry
 from ._session import Session
+from ._settings import HubSettings
 
 
 __all__ = ["Hub"]
 
 
-class Hub:
-    """A reference server speaking both rxconn transports, with hub sessions.
+class Hub(HubSettings):
+    """A reference server for every rxconn transport (WebSocket, SSE, long poll), with sessions.
 
     Args:
         echo: Send every received message back to its session.
         ping_interval: Seconds between WebSocket pings and SSE ping comments
             (keep it well inside the clients' ``idle_timeout``).
         session_grace: Seconds a session outlives its last link (30 s).
-        replay_limit: Messages kept per session until acknowledged (10,000):
-            ``Session.send`` past it raises ``BufferFullError``; ``broadcast``
+        replay_limit: Messages kept per session until acknowledged (10,000).
+        replay_bytes: Their total size (32 MiB; text counted in characters).
+            ``Session.send`` past either raises ``BufferFullError``; ``broadcast``
             and echo end such a session (1008) and its client is told (410 Gone
             or a fresh session) rather than missing messages silently. For a
             browser ``EventSource`` (which never acknowledges) it is the replay
@@ -34,40 +34,25 @@ class Hub:
             a larger WebSocket frame closes the link with 1009, a larger POSTed
             message gets 413.
         max_body_size: Largest POST body (16 MiB); larger gets 413.
-        allowed_origins: Exact origins (``"https://app.example"``) allowed
-            cross-origin; same-origin (and non-browser) requests are always
-            allowed, others get 403.
+        max_batch: Most messages in one POST (10,000); more gets 413 (rxconn
+            clients split their batch and try again), and a body is refused
+            before parsing when its JSON element count already says so.
+        poll_hold: The longest a long poll is held (20 s, under common proxy
+            idle cuts; a client may ask for less), and how long the hub waits
+            for a long-poll link's next poll before the link counts as gone.
+        allowed_origins: Origins allowed cross-origin, normalised as browsers
+            send ``Origin`` (``ValueError`` for an entry that is not an origin).
+            Without an entry, only requests without ``Origin`` and pages whose
+            own origin is an IP literal or ``localhost`` are allowed; any named
+            host, the hub's own included, must be listed (DNS rebinding).
+            Others get 403.
+
+    All arguments are keyword-only, and stay writable as attributes.
     """
 
-    def __init__(
-        self,
-        *,
-        echo: bool = False,
-        ping_interval: float = 15.0,
-        session_grace: float = 30.0,
-        replay_limit: int = 10_000,
-        max_message_size: int = 4 * 1024 * 1024,
-        max_body_size: int = 16 * 1024 * 1024,
-        allowed_origins: Iterable[str] = (),
-    ) -> None:
-        if not ping_interval > 0:
-            raise ValueError(f"ping_interval must be > 0, got {ping_interval!r}")
-        if not session_grace >= 0:
-            raise ValueError(f"session_grace must be >= 0, got {session_grace!r}")
-        if replay_limit < 1:
-            raise ValueError(f"replay_limit must be >= 1, got {replay_limit!r}")
-        self.echo = echo
-        self.ping_interval = ping_interval
-        self.session_grace = session_grace
-        self.replay_limit = replay_limit
-        self.max_message_size = max_message_size
-        self.max_body_size = max_body_size
-        self.allowed_origins = frozenset(allowed_origins)
-        self._sessions: dict[str, Session] = {}
-        self._new_sessions: Multicast[Session] = Multicast("hub.sessions")
-        self.links: set[object] = set()
-        """Every open server link (for prompt shutdown)."""
-        self._websocket_enabled = True
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._registry = Registry(self)
 
     @property
     def websocket_enabled(self) -> bool:
@@ -78,38 +63,46 @@ class Hub:
         clients with a fallback move to HTTP, and upgrade back once it is True
         again. Meant for demos, notebooks and tests.
         """
-        return self._websocket_enabled
+        return self._registry.websocket_enabled
 
     @websocket_enabled.setter
     def websocket_enabled(self, enabled: bool) -> None:
-        self._websocket_enabled = enabled
+        self._registry.websocket_enabled = enabled
         if not enabled:
-            for link in list(self.links):
-                if getattr(link, "transport", None) == "websocket":
-                    link.close(1001, "WebSocket disabled")  # type: ignore[attr-defined]
+            self._registry.close_links(1001, "WebSocket disabled", "websocket")
+
+    @property
+    def links(self) -> frozenset[object]:
+        """Every open server link (read-only; for tests and diagnostics)."""
+        return frozenset(self._registry.links)
 
     @property
     def sessions(self) -> Observable[Session]:
         """Hot: each new session, once (not once per link), before its first message."""
-        return self._new_sessions.observable
+        return self._registry.created
 
     def session(self, session_id: str) -> Session | None:
         """The live session named ``session_id``, if any."""
-        return self._sessions.get(session_id)
+        return self._registry.get(session_id)
 
     @property
     def live_sessions(self) -> list[Session]:
         """Every session that has not ended."""
-        return list(self._sessions.values())
+        return self._registry.live()
 
     def broadcast(self, payload: Payload) -> int:
         """Send ``payload`` to every live session (linked or within its grace); returns how many.
 
         A session whose client is ``replay_limit`` messages behind is ended
         (close 1008) rather than allowed to block or fail the others.
+
+        Raises:
+            TypeError: for anything but ``str`` or ``bytes``.
+            ValueError: for text that is not valid Unicode (a lone surrogate).
         """
+        payload = coerce_payload(payload)
         reached = 0
-        for session in list(self._sessions.values()):
+        for session in self._registry.live():
             if not session.ended and session.offer(payload):
                 reached += 1
         return reached
@@ -119,7 +112,7 @@ class Hub:
         from ._routes import add_routes
 
         app = web.Application(client_max_size=self.max_body_size)
-        add_routes(app, self)
+        add_routes(app, self._registry)
         app.on_shutdown.append(self._on_shutdown)
         return app
 
@@ -128,19 +121,6 @@ class Hub:
 
     def shutdown(self) -> None:
         """End every session and close every link now (WebSocket close 1001)."""
-        for session in list(self._sessions.values()):
+        for session in self._registry.live():
             session.end("hub shutting down", code=1001)
-        for link in list(self.links):
-            link.close(1001, "hub shutting down")  # type: ignore[attr-defined]
-
-    # ------------------------------------------------------------ internal
-
-    def _create(self, kind: str, transport: str) -> Session:
-        session = Session(self, secrets.token_urlsafe(12), kind, transport)
-        self._sessions[session.id] = session
-        self._new_sessions.send(session)
-        return session
-
-    def _forget(self, session: Session) -> None:
-        if self._sessions.get(session.id) is session:
-            del self._sessions[session.id]
+        self._registry.close_links(1001, "hub shutting down")

@@ -11,59 +11,62 @@ counter, so a message the client sends again after a cut is delivered once.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
-from typing import TYPE_CHECKING, Protocol
+import secrets
+from collections.abc import Callable
 
 from reactivex import Observable
 
 from .._multicast import Multicast
+from .._types import coerce_payload
 from ..errors import BufferFullError, ConnectionClosedError
-from ..session import Inbound, ReplayLog
+from ..session import Accept, Inbound, ReplayLog
 from ..transport import Payload
+from ._settings import HubSettings, LinkTransport, ServerLink, SessionKind
 
 
-if TYPE_CHECKING:
-    from ._hub import Hub
-
-__all__ = ["ServerLink", "Session"]
+__all__ = ["Session"]
 
 logger = logging.getLogger("rxconn.server")
-
-
-class ServerLink(Protocol):
-    """The hub side of one client link (a WebSocket or an SSE stream)."""
-
-    transport: str
-    cursor: int
-    """Sequence number of the last message written to (or known to) the client."""
-
-    def wake(self) -> None:
-        """New messages are in the session's log: write them."""
-        ...
-
-    def close(self, code: int, reason: str) -> None:
-        """Stop the link (WebSocket close code, or end of the SSE stream)."""
-        ...
 
 
 class Session:
     """One client of the hub, for as long as its session lives.
 
     Attributes:
-        id: The session id (what the client presents to resume).
+        id: The session id: public (apps and logs may show it), never enough
+            on its own to act as the session.
+        key: The session's secret, known only to the hub and the client: every
+            resume and POST must present it (``hmac.compare_digest``).
+        resume_token: For ``"eventsource"`` sessions only: carried in the SSE
+            event ids, so that a browser, which can present nothing but
+            ``Last-Event-ID``, resumes its stream. It lets its holder resume
+            the stream, never post, acknowledge beyond what was written, or end
+            the session (see docs/protocol.md, "Session secrets").
         kind: ``"rxconn"`` (session protocol), ``"websocket"`` (plain frames:
             ends with its link) or ``"eventsource"`` (SSE without the
             session protocol, e.g. a browser; resumes with ``Last-Event-ID``).
     """
 
-    def __init__(self, hub: Hub, session_id: str, kind: str, transport: str) -> None:
+    def __init__(
+        self,
+        session_id: str,
+        kind: SessionKind,
+        transport: LinkTransport,
+        settings: HubSettings,
+        on_end: Callable[[Session], None],
+    ) -> None:
         self.id = session_id
-        self.kind = kind
-        self._hub = hub
-        self.log = ReplayLog(hub.replay_limit)
+        self.key = secrets.token_urlsafe(18)
+        self.resume_token = secrets.token_urlsafe(12) if kind == "eventsource" else None
+        self.kind: SessionKind = kind
+        self._settings = settings
+        self._on_end = on_end
+        self.log = ReplayLog(settings.replay_limit, settings.replay_bytes)
         self.inbound = Inbound()
         self.link: ServerLink | None = None
-        self._transport = transport
+        self._transport: LinkTransport = transport
         self._grace: asyncio.TimerHandle | None = None
         self.ended = False
         self._messages: Multicast[Payload] = Multicast("session messages")
@@ -75,13 +78,28 @@ class Session:
         return f"<Session {self.id} {self.kind} {self._transport or '-'}{ended}>"
 
     @property
-    def transport(self) -> str:
+    def transport(self) -> LinkTransport:
         """The transport of the current (or last) link: ``"websocket"`` or ``"http"``."""
         return self._transport
 
     @property
     def resumable(self) -> bool:
         return self.kind != "websocket"
+
+    def authenticate(self, key: str | None) -> bool:
+        """True if ``key`` is this session's secret (compared in constant time)."""
+        return key is not None and hmac.compare_digest(key.encode(), self.key.encode())
+
+    def may_resume_stream(self, token: str | None, key: str | None) -> bool:
+        """True if an SSE resume may take this session's stream: its key, or a browser's token."""
+        if self.authenticate(key):
+            return True
+        expected = self.resume_token
+        return (
+            expected is not None
+            and token is not None
+            and hmac.compare_digest(token.encode(), expected.encode())
+        )
 
     # ----------------------------------------------------------- outgoing
 
@@ -90,19 +108,19 @@ class Session:
 
         Raises:
             ConnectionClosedError: if the session has ended.
-            BufferFullError: if ``replay_limit`` messages already wait for this
-                client (it is not keeping up); nothing was queued.
+            BufferFullError: if ``replay_limit`` messages (or ``replay_bytes``)
+                already wait for this client (it is not keeping up); nothing was queued.
             TypeError: for anything but ``str`` or ``bytes``.
+            ValueError: for text that is not valid Unicode (a lone surrogate),
+                which no link could write.
         """
         if self.ended:
             raise ConnectionClosedError()
-        if type(payload) is not str and type(payload) is not bytes:
-            if isinstance(payload, bytes | bytearray | memoryview):
-                payload = bytes(payload)
-            elif isinstance(payload, str):
-                payload = str(payload)
-            else:
-                raise TypeError(f"send() takes str or bytes, got {type(payload).__name__}")
+        payload = coerce_payload(payload)
+        self._queue(payload)
+
+    def _queue(self, payload: Payload) -> None:
+        """Queue a payload already checked by :func:`coerce_payload`."""
         link = self.link
         # A browser EventSource never acknowledges: its log is a replay window
         # over what was already written. Everyone else's messages stay until
@@ -114,25 +132,29 @@ class Session:
 
     # ----------------------------------------------------------- incoming
 
-    def deliver(self, seq: int, payload: Payload) -> bool | None:
-        """Apply client message ``seq``: True delivered, False repeat, None gap."""
+    def deliver(self, seq: int, payload: Payload) -> Accept:
+        """Apply client message ``seq`` (delivered once, in order; a gap is refused)."""
         verdict = self.inbound.accept(seq)
-        if verdict:
+        if verdict is Accept.DELIVER:
             self._messages.send(payload)
-            if self._hub.echo and not self.ended:
+            if self._settings.echo and not self.ended:
                 self.offer(payload)
         return verdict
 
     def offer(self, payload: Payload) -> bool:
         """Send, or end the session if this client is too far behind; True if queued.
 
+        ``payload`` must already be checked (:func:`coerce_payload`): echoes
+        are what a client sent, and ``broadcast`` checks once for everyone.
         The hub's own sends (echo, broadcast) use this: one slow client must
         not make them fail for everyone, so it is disconnected instead (1008)
         and, with its session gone, told so when it comes back (410 or a
         fresh session), rather than silently missing messages.
         """
+        if self.ended:
+            return False
         try:
-            self.send(payload)
+            self._queue(payload)
         except BufferFullError:
             self.end(f"client fell {self.log.limit} messages behind", code=1008)
             return False
@@ -164,13 +186,13 @@ class Session:
         if not self.resumable:
             self.end("link closed")
             return
-        grace = self._hub.session_grace
+        grace = self._settings.session_grace
         self._grace = asyncio.get_running_loop().call_later(grace, self._expire)
 
     def _expire(self) -> None:
         self._grace = None
         if self.link is None:
-            self.end(f"no link for {self._hub.session_grace:g} s")
+            self.end(f"no link for {self._settings.session_grace:g} s")
 
     def end(self, reason: str, *, code: int = 1000) -> None:
         """End the session: close its link, forget it, complete ``messages``."""
@@ -184,5 +206,5 @@ class Session:
         link, self.link = self.link, None
         if link is not None:
             link.close(code, reason)
-        self._hub._forget(self)
+        self._on_end(self)
         self._messages.complete()

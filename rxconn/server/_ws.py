@@ -1,197 +1,178 @@
-"""The hub's WebSocket endpoint: ``rxconn.v1`` sessions and plain-frame clients."""
+"""The hub's WebSocket endpoint: ``rxconn.v1`` sessions and plain-frame clients.
+
+One :class:`WebSocketServerLink` per socket, from the upgrade to the close: it
+can be closed from outside (shutdown, replacement, a switch that disables
+WebSocket) while it waits for the hello as well as while it serves a session,
+and it remembers the close code the handler then uses.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Final, Literal
 
 import aiohttp
 from aiohttp import web
 
 from .. import wire
-from ..aio._tasks import TASKS
-from ..session import ReplayGap
-from ..transport import Payload
+from .._types import Payload
+from ..aio._acks import AckTimer
+from ..aio._frames import FrameWriter
+from ..session import Accept, AckSchedule, ReplayGap
 from ._session import Session
 
 
 if TYPE_CHECKING:
-    from ._hub import Hub
+    from ._registry import Registry
 
-__all__ = ["handle_websocket"]
+__all__ = ["WebSocketServerLink", "handle_websocket"]
 
-HELLO_TIMEOUT = 10.0
-ACK_EVERY = 1024
-ACK_DELAY = 0.05
+HELLO_TIMEOUT: Final = 10.0
+CLOSE_REASON_BYTES: Final = 120
 
 
-class WebSocketServerLink:
-    """The hub side of one WebSocket: a writer that drains the session log after ``cursor``."""
+class WebSocketServerLink(FrameWriter):
+    """The hub side of one WebSocket: writes the session's log after ``cursor``."""
 
-    transport = "websocket"
+    transport: Final[Literal["websocket"]] = "websocket"
 
-    def __init__(self, ws: web.WebSocketResponse, session: Session, v1: bool, cursor: int) -> None:
+    def __init__(self, ws: web.WebSocketResponse) -> None:
+        self.v1 = ws.ws_protocol == wire.SUBPROTOCOL
+        super().__init__(ws, self.v1)
         self.ws = ws
-        self.session = session
-        self.v1 = v1
-        self.cursor = cursor
-        self._wake = asyncio.Event()
-        self._ack: str | None = None  # only the newest ack matters: they are cumulative
+        self.session: Session | None = None
+        self.cursor = 0
         self.close_code: int | None = None
         self.close_reason = ""
         self.closed = asyncio.Event()
 
-    def wake(self) -> None:
-        self._wake.set()
-
-    def ack(self, frame: str) -> None:
-        self._ack = frame
-        self._wake.set()
-
     def close(self, code: int, reason: str) -> None:
+        """End the link with ``code`` (the first close wins); safe at any time."""
         if self.close_code is None:
-            self.close_code = code
-            self.close_reason = reason
+            self.close_code, self.close_reason = code, reason
             self.closed.set()
-            self._wake.set()
+            self.stop()
 
-    async def run_writer(self) -> None:
-        ws, session, v1 = self.ws, self.session, self.v1
-        while self.close_code is None:
-            await self._wake.wait()
-            self._wake.clear()
-            if self.close_code is not None:
-                return
-            if self._ack is not None:
-                frame, self._ack = self._ack, None
-                await ws.send_str(frame)
-            if session.link is not self:
-                continue
-            try:
-                batch = list(session.log.after(self.cursor))
-            except ReplayGap as gap:
-                self.close(1008, str(gap))
-                return
-            for seq, payload in batch:
-                if type(payload) is bytes:
-                    await ws.send_bytes(payload)
-                elif v1:
-                    await ws.send_str(wire.encode_text(payload))  # type: ignore[arg-type]
-                else:
-                    await ws.send_str(payload)  # type: ignore[arg-type]
-                self.cursor = seq
-            if not v1 and batch:
-                session.log.ack(self.cursor)  # plain clients cannot ask for replay
+    # FrameWriter: what is due is the session's log after the cursor.
+
+    def due(self) -> Iterable[tuple[int, Payload]]:
+        session = self.session
+        if session is None or session.link is not self:
+            return ()
+        try:
+            return list(session.log.after(self.cursor))  # a snapshot: sends may append
+        except ReplayGap as gap:
+            self.close(1008, str(gap))
+            return ()
+
+    def written(self, seq: int) -> None:
+        self.cursor = seq
+
+    def flushed(self) -> None:
+        if not self.v1 and self.session is not None:
+            self.session.log.ack(self.cursor)  # plain clients cannot ask for replay
+
+    async def finish(self) -> None:
+        """Close the socket with the recorded code (1001 if none); a last ack first (v1)."""
+        ws = self.ws
+        if ws.closed:
+            return
+        if self.v1 and self.session is not None:
+            # A graceful close (shutdown, replacement) leaves the client nothing to resend.
+            with contextlib.suppress(Exception):
+                await ws.send_str(wire.encode_ack(self.session.inbound.received))
+        code = self.close_code or aiohttp.WSCloseCode.GOING_AWAY
+        with contextlib.suppress(Exception):  # closing also stops aiohttp's heartbeat timer
+            await ws.close(code=code, message=self.close_reason.encode()[:CLOSE_REASON_BYTES])
 
 
-async def handle_websocket(request: web.Request, hub: Hub) -> web.StreamResponse:
+async def handle_websocket(request: web.Request, registry: Registry) -> web.StreamResponse:
+    settings = registry.settings
     ws = web.WebSocketResponse(
         protocols=(wire.SUBPROTOCOL,),
-        heartbeat=hub.ping_interval,
-        max_msg_size=hub.max_message_size + 1,  # + the one-character rxconn.v1 tag
+        heartbeat=settings.ping_interval,
+        max_msg_size=settings.max_message_size + 1,  # + the one-character rxconn.v1 tag
         timeout=2.0,
     )
     await ws.prepare(request)
-    hub.links.add(ws_closer := _Closer(ws))
+    link = WebSocketServerLink(ws)
+    registry.links.add(link)
     try:
-        if ws.ws_protocol == wire.SUBPROTOCOL:
-            await _serve_v1(ws, hub, ws_closer)
+        if link.v1:
+            session = await _hello(link, registry)
         else:
-            session = hub._create("websocket", "websocket")
-            link = WebSocketServerLink(ws, session, v1=False, cursor=0)
-            await _serve_link(ws, hub, session, link, ws_closer, v1=False, first_in=1)
+            session = registry.create("websocket", "websocket")
+        if session is not None:
+            await _serve(link, session)
     finally:
-        hub.links.discard(ws_closer)
-        if not ws.closed:
-            code = ws_closer.code or aiohttp.WSCloseCode.GOING_AWAY
-            with contextlib.suppress(Exception):
-                await ws.close(code=code, message=ws_closer.reason.encode()[:120])
+        registry.links.discard(link)
+        await link.finish()
     return ws
 
 
-class _Closer:
-    """Lets the hub close a socket from outside its handler (shutdown, replacement)."""
-
-    transport = "websocket"
-
-    def __init__(self, ws: web.WebSocketResponse) -> None:
-        self.ws = ws
-        self.code: int | None = None
-        self.reason = ""
-        self.link: WebSocketServerLink | None = None
-
-    def close(self, code: int, reason: str) -> None:
-        if self.code is None:
-            self.code, self.reason = code, reason
-        if self.link is not None:
-            self.link.close(code, reason)
-        elif not self.ws.closed:  # still waiting for a hello: closing ends the wait
-            TASKS.spawn(self._close_now(), name="rxconn hub close")
-
-    async def _close_now(self) -> None:
-        with contextlib.suppress(Exception):
-            await self.ws.close(code=self.code or 1001, message=self.reason.encode()[:120])
-
-
-async def _serve_v1(ws: web.WebSocketResponse, hub: Hub, closer: _Closer) -> None:
-    """Wait for the hello (a probe sends none and just pings), then serve the session."""
+async def _hello(link: WebSocketServerLink, registry: Registry) -> Session | None:
+    """Wait for the hello (a probe sends none and just pings); the session it names, or None."""
+    ws = link.ws
+    receive = asyncio.ensure_future(ws.receive())
+    closed = asyncio.ensure_future(link.closed.wait())
     try:
-        async with asyncio.timeout(HELLO_TIMEOUT):
-            msg = await ws.receive()
-    except TimeoutError:
-        closer.close(1008, "no hello")
-        return
+        done, _ = await asyncio.wait(
+            (receive, closed), timeout=HELLO_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
+        )
+    finally:
+        for task in (receive, closed):
+            task.cancel()
+        await asyncio.gather(receive, closed, return_exceptions=True)
+    if link.close_code is not None:
+        return None  # closed from outside (shutdown, WebSocket disabled) while waiting
+    if receive not in done:
+        link.close(1008, "no hello")
+        return None
+    msg = receive.result()
     if msg.type is not aiohttp.WSMsgType.TEXT:
-        return  # a probe closing, or a broken client
+        return None  # a probe closing, or a broken client
     try:
         hello = wire.decode_control(msg.data)
     except wire.WireError as exc:
-        closer.close(1002, f"bad hello: {exc}"[:120])
-        return
+        link.close(1002, f"bad hello: {exc}")
+        return None
     if not isinstance(hello, wire.Hello):
-        closer.close(1002, "expected a hello")
-        return
+        link.close(1002, "expected a hello")
+        return None
     if hello.session is None:
-        session = hub._create("rxconn", "websocket")
-        resumed = False
-    else:
-        known = hub.session(hello.session)
-        if known is None or known.kind != "rxconn" or not known.log.can_resume(hello.last):
-            if known is not None and known.kind == "rxconn":
-                known.end("client asked for messages no longer kept")
-            await ws.send_str(wire.encode_refusal(wire.Refusal(410, "session unknown or expired")))
-            closer.close(4410, "session gone")
-            return
-        session, resumed = known, True
-    cursor = hello.last if resumed else 0
-    if resumed:
-        session.log.ack(hello.last)
-    link = WebSocketServerLink(ws, session, v1=True, cursor=cursor)
-    await ws.send_str(
-        wire.encode_welcome(wire.Welcome(session.id, session.inbound.received, resumed))
-    )
-    await _serve_link(
-        ws, hub, session, link, closer, v1=True, first_in=session.inbound.received + 1
-    )
+        session = registry.create("rxconn", "websocket")
+        await ws.send_str(wire.encode_welcome(wire.Welcome(session.id, 0, False, session.key)))
+        return session
+    known = registry.get(hello.session)
+    # Only the session's own client (it knows the key) may resume it, or end it by
+    # asking for what is no longer kept; anyone else is told 410 and changes nothing.
+    owner = known is not None and known.kind == "rxconn" and known.authenticate(hello.key)
+    if known is None or not owner or not known.log.can_resume(hello.last):
+        if known is not None and owner:
+            known.end("client asked for messages no longer kept")
+        await ws.send_str(wire.encode_refusal(wire.Refusal(410, "session unknown or expired")))
+        link.close(wire.SESSION_GONE_CODE, "session gone")
+        return None
+    known.log.ack(hello.last)
+    link.cursor = hello.last
+    welcome = wire.Welcome(known.id, known.inbound.received, True)
+    await ws.send_str(wire.encode_welcome(welcome))
+    return known
 
 
-async def _serve_link(
-    ws: web.WebSocketResponse,
-    hub: Hub,
-    session: Session,
-    link: WebSocketServerLink,
-    closer: _Closer,
-    *,
-    v1: bool,
-    first_in: int,
-) -> None:
-    closer.link = link
+async def _serve(link: WebSocketServerLink, session: Session) -> None:
+    """Attach ``link`` to ``session`` and run its writer and reader until either ends."""
+    link.session = session
     session.attach(link)
+    if link.close_code is not None:  # closed from outside while the hello was answered
+        session.detach(link)  # the grace period starts (a plain session ends)
+        return
     link.wake()  # replay what the client has not seen
     # Children of this handler: awaited below, so they are not TASKS' to report.
-    writer = asyncio.create_task(link.run_writer())
-    reader = asyncio.create_task(_read(ws, session, link, v1, first_in))
+    writer = asyncio.create_task(link.run())
+    reader = asyncio.create_task(_read(link, session))
     stop = asyncio.create_task(link.closed.wait())
     try:
         await asyncio.wait((writer, reader, stop), return_when=asyncio.FIRST_COMPLETED)
@@ -199,21 +180,13 @@ async def _serve_link(
         for task in (writer, reader, stop):
             task.cancel()
         await asyncio.gather(writer, reader, stop, return_exceptions=True)
-        if v1 and not ws.closed:
-            # A last cumulative ack, so a graceful close (shutdown, replacement)
-            # leaves the client nothing to resend.
-            with contextlib.suppress(Exception):
-                await ws.send_str(wire.encode_ack(session.inbound.received))
-        if link.close_code is not None and closer.code is None:
-            closer.code, closer.reason = link.close_code, link.close_reason
         session.detach(link)
 
 
-async def _read(
-    ws: web.WebSocketResponse, session: Session, link: WebSocketServerLink, v1: bool, seq: int
-) -> None:
+async def _read(link: WebSocketServerLink, session: Session) -> None:
     TEXT, BINARY = aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY
-    if not v1:
+    ws = link.ws
+    if not link.v1:
         deliver_next = session.deliver_next
         async for msg in ws:
             if msg.type is TEXT or msg.type is BINARY:
@@ -221,53 +194,46 @@ async def _read(
             elif msg.type is aiohttp.WSMsgType.ERROR:
                 return
         return
-    loop = asyncio.get_running_loop()
-    unacked = 0
-    timer: asyncio.TimerHandle | None = None
-
-    def ack() -> None:
-        nonlocal unacked, timer
-        timer = None
-        unacked = 0
-        link.ack(wire.encode_ack(session.inbound.received))
-
+    seq = session.inbound.received + 1
+    acks = AckTimer(AckSchedule(), lambda: link.ack(session.inbound.received))
+    tag = wire.TAG_MESSAGE  # wire.is_text_data / decode_text, inlined: the hot path
     try:
         async for msg in ws:
             kind = msg.type
             payload: Payload
             if kind is BINARY:
                 payload = msg.data
-            elif kind is TEXT and msg.data[:1] == wire.TAG_MESSAGE:
+            elif kind is TEXT and msg.data[:1] == tag:
                 payload = msg.data[1:]
             elif kind is TEXT:
-                try:
-                    control = wire.decode_control(msg.data)
-                except wire.WireError as exc:
-                    link.close(1002, f"malformed frame: {exc}"[:120])
+                if not _control(link, session, msg.data):
                     return
-                if control is None:
-                    session.end("closed by the client")
-                    return
-                if type(control) is int:
-                    session.log.ack(control)
-                    continue
-                link.close(1002, "unexpected control frame")
-                return
+                continue
             else:
                 return
             if session.link is not link:
                 return
-            if session.deliver(seq, payload) is None:
+            if session.deliver(seq, payload) is Accept.GAP:
                 link.close(1002, "message out of sequence")
                 return
             seq += 1
-            unacked += 1
-            if unacked >= ACK_EVERY:
-                if timer is not None:
-                    timer.cancel()
-                ack()
-            elif timer is None:
-                timer = loop.call_later(ACK_DELAY, ack)
+            acks.delivered()
     finally:
-        if timer is not None:
-            timer.cancel()
+        acks.cancel()
+
+
+def _control(link: WebSocketServerLink, session: Session, frame: str) -> bool:
+    """Apply a control frame from the client; False when the link must end."""
+    try:
+        control = wire.decode_control(frame)
+    except wire.WireError as exc:
+        link.close(1002, f"malformed frame: {exc}")
+        return False
+    if control is None:
+        session.end("closed by the client")
+        return False
+    if type(control) is int:
+        session.log.ack(control)
+        return True
+    link.close(1002, "unexpected control frame")
+    return False

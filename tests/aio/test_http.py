@@ -262,7 +262,9 @@ async def test_retried_post_is_applied_once(hub_server: Server) -> None:
     await rec.count(1)
     [session] = hub.live_sessions
     got = Recorder(session.messages)
-    body = json.dumps({"session": session.id, "seq": 2, "messages": [{"t": "once"}]})
+    body = json.dumps(
+        {"session": session.id, "key": session.key, "seq": 2, "messages": [{"t": "once"}]}
+    )
     async with aiohttp.ClientSession() as http:
         for _ in range(2):
             async with http.post(
@@ -294,9 +296,16 @@ async def test_hub_rejects_bad_posts_with_clear_4xx(hub_server: Server) -> None:
         (b'{"session": "s"}', {"Content-Type": "text/plain"}, 415),
         (json.dumps({"session": "nope", "seq": 1, "messages": []}).encode(), json_headers, 410),
         (
-            json.dumps({"session": session.id, "seq": 9, "messages": [{"t": "x"}]}).encode(),
+            json.dumps(
+                {"session": session.id, "key": session.key, "seq": 9, "messages": [{"t": "x"}]}
+            ).encode(),
             json_headers,
             409,
+        ),
+        (  # the right id with a wrong (or no) key is not the session: 410, nothing changes
+            json.dumps({"session": session.id, "seq": 2, "messages": [{"t": "x"}]}).encode(),
+            json_headers,
+            410,
         ),
     ]
     async with aiohttp.ClientSession() as http:
@@ -337,10 +346,13 @@ async def test_browser_style_resume_with_last_event_id(hub_server: Server) -> No
         hello = json.loads(hello_line[5:])
         session = hub.session(hello["session"])
         assert session is not None and hello["resumed"] is False
+        assert hello["key"] == session.key  # a page may POST as the session with it
+        event_id = [ln for ln in first.decode().splitlines() if ln.startswith("id:")][0][3:]
+        assert event_id.strip() == f"{session.id}:0:{session.resume_token}"
         session.send("missed-1")
         session.send("missed-2")
         await asyncio.sleep(0)
-        async with http.get(url, headers={"Last-Event-ID": f"{session.id}:0"}) as resp:
+        async with http.get(url, headers={"Last-Event-ID": event_id.strip()}) as resp:
             text = b""
             while text.count(b"\n\n") < 3:
                 text += await resp.content.readany()

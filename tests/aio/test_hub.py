@@ -12,7 +12,7 @@ from aiohttp import web
 import rxconn
 from rxconn import BufferFullError, wire
 from rxconn.server import Hub, serve
-from tests.helpers import Recorder
+from tests.helpers import Recorder, eventually
 
 
 pytestmark = pytest.mark.asyncio
@@ -52,8 +52,7 @@ async def test_a_stalled_plain_client_does_not_block_others() -> None:
         conn = rxconn.Connection(rxconn.websocket(server.url + "/ws"))
         rec = Recorder(conn.messages)
         await asyncio.sleep(0)
-        while len(hub.live_sessions) < 2:
-            await asyncio.sleep(0.01)
+        await eventually(lambda: len(hub.live_sessions) >= 2)
         blob = "x" * 10_000
         for _ in range(200):  # ~2 MB at the stalled client: its socket buffers fill up
             hub.broadcast(blob)
@@ -70,8 +69,7 @@ async def test_shutdown_closes_websocket_links_with_1001() -> None:
     async with aiohttp.ClientSession() as http:
         async with serve(hub) as server:
             ws = await http.ws_connect(server.url + "/ws")
-            while not hub.live_sessions:
-                await asyncio.sleep(0.01)
+            await eventually(lambda: hub.live_sessions)
         msg = await asyncio.wait_for(ws.receive(), 2.0)
         assert msg.type is aiohttp.WSMsgType.CLOSE and msg.data == 1001
         await ws.close()
@@ -82,8 +80,7 @@ async def test_a_hub_can_be_served_again_and_old_sessions_are_gone() -> None:
     hub = Hub(ping_interval=5.0)
     async with serve(hub) as server, aiohttp.ClientSession() as http:
         ws = await http.ws_connect(server.url + "/ws")
-        while not hub.live_sessions:
-            await asyncio.sleep(0.01)
+        await eventually(lambda: hub.live_sessions)
         await ws.close()
     assert hub.live_sessions == []
     async with serve(hub) as server:
@@ -129,8 +126,7 @@ async def test_plain_websocket_and_eventsource_clients_are_sessions_too() -> Non
         ws = await http.ws_connect(server.url + "/ws")
         sse = await http.get(server.url + "/events")
         await sse.content.readuntil(b"\n\n")  # the session event
-        while len(hub.live_sessions) < 2:
-            await asyncio.sleep(0.01)
+        await eventually(lambda: len(hub.live_sessions) >= 2)
         kinds = sorted(s.kind for s in hub.live_sessions)
         assert kinds == ["eventsource", "websocket"]
         assert hub.broadcast("hello all") == 2
@@ -151,9 +147,7 @@ async def test_sessions_observable_sees_the_first_message() -> None:
         conn = rxconn.connection(server.url)
         conn.send("very first")
         handle = conn.connect()
-        async with asyncio.timeout(5):
-            while not first:
-                await asyncio.sleep(0.01)
+        await eventually(lambda: first, timeout=5)
         assert first == ["very first"]
         handle.dispose()
         conn.close()
@@ -168,7 +162,9 @@ async def test_post_answers_json_with_last() -> None:
         hello = json.loads(
             next(ln[5:] for ln in raw.decode().splitlines() if ln.startswith("data:"))
         )
-        body = json.dumps({"session": hello["session"], "seq": 1, "messages": [], "ack": 0})
+        body = json.dumps(
+            {"session": hello["session"], "key": hello["key"], "seq": 1, "messages": [], "ack": 0}
+        )
         async with http.post(
             server.url + "/messages", data=body, headers={"Content-Type": "application/json"}
         ) as resp:

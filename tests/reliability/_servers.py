@@ -138,8 +138,11 @@ async def accept_websocket(
 
 
 def welcome(session: str = "s1", last: int = 0, resumed: bool = False) -> bytes:
-    body = json.dumps({"session": session, "last": last, "resumed": resumed})
-    return text("w" + body)
+    """An rxconn.v1 welcome (a new session's carries its key, as the hub's does)."""
+    body: dict[str, Any] = {"session": session, "last": last, "resumed": resumed}
+    if not resumed:
+        body["key"] = f"key-of-{session}"
+    return text("w" + json.dumps(body))
 
 
 async def read_hello(reader: asyncio.StreamReader) -> dict[str, Any]:

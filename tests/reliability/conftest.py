@@ -1,8 +1,8 @@
 """Fixtures for the reliability suite: a hub on 127.0.0.1 behind a fault-injection proxy.
 
 CI runs a fast subset; ``RXCONN_LONG=1 python -m pytest tests/reliability`` scales every
-count and duration up (see :data:`LONG`). Every test ends with a leak check: no rxconn
-task may outlive it.
+count and duration up (see :data:`LONG`). Every test ends with the suite's leak check
+(``tests/conftest.py``): no rxconn task may outlive it.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator
 import pytest_asyncio
 
 from rxconn.server import Hub, Server, serve
-from tests.helpers import assert_no_leaked_tasks
 from tests.proxy import FaultProxy
 
 
@@ -39,10 +38,3 @@ async def proxy(server: Server) -> AsyncIterator[FaultProxy]:
     """A :class:`~tests.proxy.FaultProxy` on 127.0.0.1 in front of ``server``."""
     async with FaultProxy("127.0.0.1", server.port) as running:
         yield running
-
-
-@pytest_asyncio.fixture(autouse=True)
-async def no_leaked_tasks() -> AsyncIterator[None]:
-    """Every test must leave no rxconn task running once teardown had its chance."""
-    yield
-    await assert_no_leaked_tasks()

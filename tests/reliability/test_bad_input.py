@@ -84,6 +84,7 @@ WS_CASES: dict[str, tuple[str | None, bytes]] = {
     "v1 empty text frame": (V1, text("")),
     "v1 hello from the server": (V1, text('h{"session": null, "last": 0}')),
     "v1 welcome that is not JSON": (V1, text("w{oops")),
+    "v1 ack with 5,000 digits": (V1, text("a" + "9" * 5000)),
     "v1 invalid UTF-8 in a text frame": (V1, text(b"m caf\xc3\x28")),
     "plain invalid UTF-8 in a text frame": (None, text(b"caf\xc3\x28")),
     "plain garbage bytes": (None, b"GARBAGE\r\n\r\n\x00\xff"),
@@ -151,6 +152,7 @@ async def test_malformed_websocket_input_is_a_protocol_error_and_loses_nothing(
         if protocol == V1:
             assert [h["last"] for h in hellos] == [0, 2]
             assert hellos[1]["session"] == "s1"
+            assert hellos[1]["key"] == "key-of-s1"  # the secret of the session it resumes
         received.dispose()
         state_sub.dispose()
         conn.close()
@@ -175,6 +177,12 @@ async def bad_welcome(reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     writer.write(text('w{"session": 42}'))
 
 
+async def huge_welcome(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await accept_websocket(reader, writer, V1)
+    await read_hello(reader)
+    writer.write(text('w{"session": "s1", "resumed": true, "last": ' + "9" * 5000 + "}"))
+
+
 async def data_before_welcome(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     await accept_websocket(reader, writer, V1)
     await read_hello(reader)
@@ -197,7 +205,9 @@ HANDSHAKE_CASES: dict[str, tuple[Callable[..., Awaitable[None]], type[Exception]
     # name: (script, expected error class, fatal?)
     "garbage instead of an HTTP answer": (garbage_status_line, TransportError, False),
     "101 with a wrong Sec-WebSocket-Accept": (wrong_accept, ProtocolError, True),
-    "v1 welcome with a bad session": (bad_welcome, ProtocolError, True),
+    # A welcome we cannot read comes from a broken hub: retried with backoff, not fatal.
+    "v1 welcome with a bad session": (bad_welcome, ProtocolError, False),
+    "v1 welcome with a 5,000-digit number": (huge_welcome, ProtocolError, False),
     "v1 data before the welcome": (data_before_welcome, ProtocolError, True),
     "v1 refusal 410": (refusal_410, SessionExpired, False),
     "v1 refusal 503": (refusal_503, TransportError, False),
@@ -272,8 +282,10 @@ def stream(*chunks: bytes, end: bool = False, **headers: str) -> Callable[..., A
 HUB = {"X-Rxconn": "v1"}
 
 
-def session_event(resumed: bool = False) -> bytes:
-    hello = {"session": "s1", "post": "/messages", "last": 0, "resumed": resumed}
+def session_event(resumed: bool = False, post: str = "/messages") -> bytes:
+    hello: dict[str, Any] = {"session": "s1", "post": post, "last": 0, "resumed": resumed}
+    if not resumed:
+        hello["key"] = "key-of-s1"
     return f"event: session\nid: s1:0\ndata: {json.dumps(hello)}\n\n".encode()
 
 
@@ -292,6 +304,7 @@ SSE_CASES: dict[str, tuple[bytes, type[Exception]]] = {
     ),
     "malformed JSON in a text event": (b"event: rxconn.text\nid: s1:3\ndata: {\n\n", ProtocolError),
     "invalid UTF-8 in an event id": (b"id: s1:\xff3\ndata: x\n\n", ProtocolError),
+    "event id with 5,000 digits": (b"id: s1:" + b"9" * 5000 + b"\ndata: x\n\n", ProtocolError),
 }
 
 
@@ -324,32 +337,95 @@ async def test_bad_hub_event_stream_fails_the_link_and_resumes_without_loss(case
         assert script.last_event_ids == ["", "s1:2"]
 
 
-HANDSHAKE_SSE_CASES: dict[str, Callable[..., Any]] = {
-    "hub stream whose first event is not the session": stream(b"id: s1:1\ndata: one\n\n", **HUB),
-    "hub session event that is not JSON": stream(b"event: session\ndata: {oops\n\n", **HUB),
-    "hub session event without a post URL": stream(
-        b'event: session\ndata: {"session": "s1", "last": 0}\n\n', **HUB
+HANDSHAKE_SSE_CASES: dict[str, tuple[Callable[..., Any], bool]] = {
+    # name: (the server's answer, fatal?)
+    "hub stream whose first event is not the session": (
+        stream(b"id: s1:1\ndata: one\n\n", **HUB),
+        True,
     ),
-    "content type text/html": stream(b"<html></html>", content_type="text/html"),
-    "content type application/json": stream(b"{}", content_type="application/json"),
-    "content type text/plain": stream(b"data: x\n\n", content_type="text/plain"),
+    "hub session event naming a POST URL on another origin": (
+        stream(session_event(post="http://other.example/messages"), **HUB),
+        True,
+    ),
+    "content type text/html": (stream(b"<html></html>", content_type="text/html"), True),
+    "content type application/json": (stream(b"{}", content_type="application/json"), True),
+    "content type text/plain": (stream(b"data: x\n\n", content_type="text/plain"), True),
+    # A greeting that cannot be read (absurd numbers included) comes from a broken hub:
+    # retried with backoff, never a permanent stop that freezes the outbox.
+    "hub session event that is not JSON": (
+        stream(b"event: session\ndata: {oops\n\n", **HUB),
+        False,
+    ),
+    "hub session event without a post URL": (
+        stream(b'event: session\ndata: {"session": "s1", "last": 0}\n\n', **HUB),
+        False,
+    ),
+    "hub session event with a 5,000-digit number": (
+        stream(
+            b'event: session\ndata: {"session": "s1", "post": "/messages", "resumed": true, '
+            b'"last": ' + b"9" * 5000 + b"}\n\n",
+            **HUB,
+        ),
+        False,
+    ),
 }
 
 
 @pytest.mark.parametrize("case", list(HANDSHAKE_SSE_CASES))
-async def test_wrong_content_type_or_session_event_is_a_fatal_protocol_error(case: str) -> None:
-    """Not an event stream, or not the hub's greeting: ProtocolError, not retried
-    (a protocol mismatch); what was sent meanwhile is handed back by close()."""
-    script = SseScript(HANDSHAKE_SSE_CASES[case])
+async def test_wrong_content_type_or_session_event_is_a_protocol_error(case: str) -> None:
+    """Not an event stream, or not the hub's greeting: ProtocolError, not retried (a
+    protocol mismatch); a greeting that cannot be read: retried. Either way what was sent
+    meanwhile is handed back by close()."""
+    answer, fatal = HANDSHAKE_SSE_CASES[case]
+    script = SseScript(answer)
     async with aiohttp_server(script.routes) as base:
         conn = rxconn.Connection(rxconn.http(base + "/events", open_timeout=2.0), backoff=FAST)
         conn.send("kept")
         failure = await first_error(conn)
         report(f"bad event stream start: {case}", error=repr(failure.error))
         assert isinstance(failure.error, ProtocolError), failure.error
-        assert failure.retry_in is None
-        assert len(script.last_event_ids) == 1  # no retry
+        assert (failure.retry_in is None) is fatal
+        if fatal:
+            assert len(script.last_event_ids) == 1  # no retry
+        else:
+            await reach(conn, lambda s: isinstance(s, rxconn.Connecting) and s.attempt >= 2)
         assert conn.close() == ["kept"]
+
+
+async def test_sse_retry_with_400_digits_is_capped_advice_not_a_crash() -> None:
+    """``retry:`` with 400 digits (OverflowError as a float) is capped server advice: the
+    lost stream is retried (after at most an hour), it does not stop the connection."""
+    script = SseScript(stream(b"retry: " + b"9" * 400 + b"\n\ndata: one\n\n", end=True))
+    async with aiohttp_server(script.routes) as base:
+        conn = rxconn.Connection(rxconn.http(base + "/events", hub=False), backoff=FAST)
+        received = Recorder(conn.messages)
+        failure = await first_error(conn)
+        report("sse retry: 400 digits", error=repr(failure.error), retry_in=failure.retry_in)
+        assert isinstance(failure.error, ConnectionLost), failure.error
+        assert failure.retry_in == 3600.0
+        assert received.items == ["one"]
+        received.dispose()
+        conn.close()
+
+
+async def test_sse_ping_comments_are_not_message_bytes() -> None:
+    """A quiet healthy stream of ping comments (far more bytes than max_message_size in all)
+    never fails as "event too large": comments belong to no event."""
+    pings = b": ping\n\n" * 2000  # 16,000 bytes of comments, max_message_size is 1,000
+    script = SseScript(stream(pings, b"data: after\n\n"))
+    async with aiohttp_server(script.routes) as base:
+        conn = rxconn.Connection(
+            rxconn.http(base + "/events", hub=False, max_message_size=1000), backoff=FAST
+        )
+        states = StateLog()
+        state_sub = conn.state.subscribe(states.on_state)
+        received = Recorder(conn.messages)
+        await received.count(1)
+        assert received.items == ["after"]
+        assert errored(states) == []
+        received.dispose()
+        state_sub.dispose()
+        conn.close()
 
 
 async def test_plain_sse_truncated_event_is_never_dispatched_and_resumes() -> None:
@@ -472,6 +548,7 @@ async def test_every_hub_endpoint_answers_bad_requests_with_a_clear_4xx(hub: Hub
     hub.echo = True
     hub.max_message_size = 1000
     hub.max_body_size = 20_000
+    hub.max_batch = 50
     async with serve(hub, "127.0.0.1", 0) as server:
         conn = rxconn.Connection(rxconn.http(server.url + "/events"), backoff=FAST)
         received = Recorder(conn.messages)
@@ -495,7 +572,8 @@ async def test_every_hub_endpoint_answers_bad_requests_with_a_clear_4xx(hub: Hub
                 async with http.get(base + path, **kw) as resp:
                     answers[name] = resp.status
 
-            sid = victim.id
+            sid, key = victim.id, victim.key
+            victim_link = victim.link
             await post("not JSON", b"{oops")
             await post("JSON but not an object", [1, 2])
             await post("no session", {"seq": 1, "messages": []})
@@ -504,14 +582,49 @@ async def test_every_hub_endpoint_answers_bad_requests_with_a_clear_4xx(hub: Hub
             await post("negative seq", {"session": sid, "seq": -1, "messages": []})
             await post("wrong content type", b"{}", headers={"Content-Type": "text/plain"})
             await post("unknown session", {"session": "nope", "seq": 1, "messages": []})
-            await post("gap in sequence", {"session": sid, "seq": 99, "messages": [{"t": "x"}]})
             await post(
-                "message too large", {"session": sid, "seq": 2, "messages": [{"t": "y" * 2000}]}
+                "gap in sequence",
+                {"session": sid, "key": key, "seq": 99, "messages": [{"t": "x"}]},
+            )
+            await post(
+                "message too large",
+                {"session": sid, "key": key, "seq": 2, "messages": [{"t": "y" * 2000}]},
+            )
+            # The public id is not enough to act as the session: each of these would
+            # deliver, acknowledge away or end the victim's messages if it were.
+            await post("id without key", {"session": sid, "seq": 2, "messages": [{"t": "x"}]})
+            await post("id with a wrong key", {"session": sid, "key": "guess", "seq": 2, "ack": 99})
+            await post("id, no key, close", {"session": sid, "seq": 2, "close": True})
+            await post("close as a string", {"session": sid, "key": key, "close": "false"})
+            await post(
+                "lone surrogate in a message",
+                b'{"session": "%s", "key": "%s", "seq": 2, "messages": [{"t": "\\ud800"}]}'
+                % (sid.encode(), key.encode()),
+            )
+            await post("deeply nested JSON", b'{"session": ' + b"[" * 5000 + b"]" * 5000 + b"}")
+            await post(
+                "seq with 5,000 digits",
+                b'{"session": "s", "seq": ' + b"9" * 5000 + b', "messages": []}',
+            )
+            await post(
+                "more messages than max_batch",
+                {"session": sid, "key": key, "seq": 2, "messages": [{"t": "m"}] * 51},
             )
             await post("body too large", b"x" * 30_000)
             await get("GET /ws without upgrade", "/ws")
             await get("GET /messages", "/messages")
             await get("unknown path", "/nope")
+            for name, last_event_id in (
+                ("Last-Event-ID with 5,000 digits", f"{sid}:" + "9" * 5000),
+                ("Last-Event-ID of the victim without its key", f"{sid}:0"),
+                ("Last-Event-ID of the victim, absurd seq", f"{sid}:77"),
+            ):
+                async with http.get(
+                    base + "/events", headers={"Last-Event-ID": last_event_id, "X-Rxconn": "v1"}
+                ) as resp:
+                    first = await resp.content.readuntil(b"\n\n")
+                    fresh = b'"resumed": false' in first and sid.encode() not in first
+                    answers[name] = resp.status if fresh else -1
             await get(
                 "cross-origin GET /events", "/events", headers={"Origin": "https://evil.example"}
             )
@@ -542,6 +655,21 @@ async def test_every_hub_endpoint_answers_bad_requests_with_a_clear_4xx(hub: Hub
                 await ws.send_str("not a hello")
                 await ws.receive()
                 answers["v1 garbage hello: close code"] = ws.close_code or 0
+            for name, hello in (
+                ("v1 hello for the victim without its key", {"session": sid, "last": 0}),
+                ("v1 hello for the victim, wrong key", {"session": sid, "key": "x", "last": 77}),
+            ):
+                async with http.ws_connect(base + "/ws", protocols=("rxconn.v1",)) as ws:
+                    await ws.send_str("h" + json.dumps(hello))
+                    refusal = await ws.receive()
+                    answers[name] = json.loads(refusal.data[1:])["status"]
+            async with http.ws_connect(base + "/ws", protocols=("rxconn.v1",)) as ws:
+                await ws.send_str('h{"session": null, "last": 0}')
+                await ws.receive()  # the welcome
+                await ws.send_str("a" + "9" * 990)  # max_message_size is 1,000 here
+                while (await ws.receive()).type is aiohttp.WSMsgType.TEXT:
+                    pass  # a final ack may precede the close
+                answers["v1 ack with 990 digits: close code"] = ws.close_code or 0
         report(
             "hub answers to bad requests", **{k.replace(" ", "_"): v for k, v in answers.items()}
         )
@@ -556,6 +684,17 @@ async def test_every_hub_endpoint_answers_bad_requests_with_a_clear_4xx(hub: Hub
             "unknown session": 410,
             "gap in sequence": 409,
             "message too large": 413,
+            "id without key": 410,
+            "id with a wrong key": 410,
+            "id, no key, close": 410,
+            "close as a string": 400,
+            "lone surrogate in a message": 400,
+            "deeply nested JSON": 413,  # more JSON elements than 50 messages can have
+            "seq with 5,000 digits": 400,
+            "more messages than max_batch": 413,
+            "Last-Event-ID with 5,000 digits": 200,
+            "Last-Event-ID of the victim without its key": 200,
+            "Last-Event-ID of the victim, absurd seq": 200,
             "body too large": 413,
             "GET /ws without upgrade": 400,
             "GET /messages": 405,
@@ -566,11 +705,15 @@ async def test_every_hub_endpoint_answers_bad_requests_with_a_clear_4xx(hub: Hub
             "v1 hello for an unknown session": 410,
             "  ...then close code": 4410,
             "v1 garbage hello: close code": 1002,
+            "v1 hello for the victim without its key": 410,
+            "v1 hello for the victim, wrong key": 410,
+            "v1 ack with 990 digits: close code": 1002,
         }
         conn.send("after")
         await received.count(2)
         assert received.items == ["before", "after"]  # the victim's session is unharmed
-        assert hub.live_sessions == [victim]
+        assert victim in hub.live_sessions and not victim.ended
+        assert victim.link is victim_link  # nobody took its link over
         received.dispose()
         conn.close()
 
