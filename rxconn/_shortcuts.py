@@ -1,4 +1,4 @@
-"""connection(base_url): the one-line way to a hub, WebSocket first with HTTP fallback."""
+"""connection(base_url): the one-line way to a hub: WebSocket, then SSE, then long polling."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from reactivex import Observable, abc
 
 from ._core._fallback import fallback
 from .aio.httplink import http
+from .aio.longpoll import longpoll
 from .aio.websocket import websocket
 from .backoff import Backoff
 from .connection import Connection
@@ -28,6 +29,7 @@ def connection(
     max_upgrade_interval: float = 300.0,
     headers: Mapping[str, str] | None = None,
     heartbeat: float | None = 15.0,
+    hold: float = 20.0,
     open_timeout: float = 10.0,
     backoff: Backoff | None = None,
     idle_timeout: float | None = 30.0,
@@ -36,18 +38,26 @@ def connection(
     scheduler: abc.SchedulerBase | None = None,
     **transport_options: Any,
 ) -> Connection:
-    """``Connection(fallback(websocket(base_url + "/ws"), http(base_url + "/events")), ...)``.
+    """A :class:`Connection` to a hub over WebSocket, then SSE, then long polling.
+
+    That is ``Connection(fallback(websocket(base + "/ws"), http(base + "/events"),
+    longpoll(base + "/poll"), ...), ...)``.
+
+    With the hub, an SSE link counts as open only at its first event, so a
+    proxy that answers the SSE request and then holds every byte (buffering
+    it) moves the chain on to long polling after ``timeout`` seconds.
 
     Args:
         base_url: The hub's base URL, e.g. ``server.url`` (``http://host:port/rx``).
-        timeout: Seconds WebSocket may take to open before HTTP is tried.
-        upgrade_interval: Seconds between probes back to WebSocket while on HTTP.
+        timeout: Seconds WebSocket, then SSE, may take to open before the next is tried.
+        upgrade_interval: Seconds between probes back to WebSocket while on a later one.
+        hold: Seconds the hub may hold a long poll (see :func:`rxconn.longpoll`).
         max_upgrade_interval: Cap on the probe interval as it doubles after failures.
-        headers: Extra headers for both transports.
+        headers: Extra headers for every transport.
         heartbeat: WebSocket ping interval.
         open_timeout: Bound on each transport's own open.
         backoff, idle_timeout, max_buffer, online, scheduler: see :class:`Connection`.
-        transport_options: Passed to both transports (e.g. ``session=``, ``ssl=``).
+        transport_options: Passed to every transport (e.g. ``session=``, ``ssl=``).
     """
     base = base_url.rstrip("/")
     scheme, sep, rest = base.partition("://")
@@ -63,6 +73,13 @@ def connection(
             **transport_options,
         ),
         http(base + "/events", headers=headers, open_timeout=open_timeout, **transport_options),
+        longpoll(
+            base + "/poll",
+            hold=hold,
+            headers=headers,
+            open_timeout=open_timeout,
+            **transport_options,
+        ),
         timeout=timeout,
         upgrade_interval=upgrade_interval,
         max_upgrade_interval=max_upgrade_interval,

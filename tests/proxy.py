@@ -106,6 +106,13 @@ class _Link:
         """Bytes forwarded upstream to client so far (what drop_after counts)."""
         self.closed = False
         self.rst = False
+        self.muted: bool | None = None
+        """Whether the response is held after its headers (decided by the request's first bytes)."""
+        self.head = b""
+        """The last bytes of the response headers forwarded so far (to find their end)."""
+        self.headers_done = False
+        self.held = bytearray()
+        """Response bytes held back after the headers, forwarded only when the response ends."""
 
     def writers(self) -> list[asyncio.StreamWriter]:
         return [w for w in (self.client, self.upstream) if w is not None]
@@ -124,9 +131,9 @@ class FaultProxy:
     """A TCP proxy on a loopback address that forwards to ``upstream`` and injects faults.
 
     Faults are switched by plain (synchronous) methods, so a test can flip them between awaits:
-    :meth:`cut`, :meth:`blackhole`, :meth:`refuse`, :meth:`set_latency`, :meth:`set_throttle`
-    and :meth:`drop_after`. Use it as ``async with FaultProxy(host, port) as proxy:`` and point
-    the client at :meth:`url`.
+    :meth:`cut`, :meth:`blackhole`, :meth:`refuse`, :meth:`set_latency`, :meth:`set_throttle`,
+    :meth:`drop_after` and :meth:`mute_after_headers`. Use it as
+    ``async with FaultProxy(host, port) as proxy:`` and point the client at :meth:`url`.
     """
 
     def __init__(
@@ -160,6 +167,9 @@ class FaultProxy:
         self._latency = 0.0
         self._rate: float | None = None
         self._drop_after: int | None = None
+        self._mute_marker: bytes | None = None
+        self.held_bytes = 0
+        """Response bytes held back by :meth:`mute_after_headers`, over every connection."""
         self._started = False
         self._closed = False
 
@@ -237,6 +247,11 @@ class FaultProxy:
     def connections(self) -> int:
         """Client connections currently open (held, connecting upstream or forwarding)."""
         return len(self._links)
+
+    @property
+    def muted_connections(self) -> int:
+        """Client connections open now whose response :meth:`mute_after_headers` holds."""
+        return sum(1 for link in self._links if link.muted)
 
     async def wait_connections(self, n: int, timeout: float = 5.0) -> None:
         """Wait until at least ``n`` client connections are open at once.
@@ -346,6 +361,33 @@ class FaultProxy:
             for link in list(self._links):
                 if link.down_bytes >= nbytes and link.upstream is not None:
                     self._drop(link, rst=True)
+
+    def mute_after_headers(self, marker: bytes | None) -> None:
+        """Buffer responses the way some proxies buffer Server-Sent Events (None: off).
+
+        A connection accepted from now on whose request (its first bytes from the client)
+        contains ``marker`` gets its response's status line and headers, and then nothing:
+        the proxy holds every later byte until the upstream ends the response (EOF), and only
+        then forwards it. An SSE stream never ends, so its client sees a 200 and silence.
+        """
+        self._mute_marker = marker
+
+    def _hold(self, link: _Link, data: bytes) -> bytes:
+        """The part of a muted response's ``data`` to forward now (headers); hold the rest."""
+        if link.headers_done:
+            link.held += data
+            self.held_bytes += len(data)
+            return b""
+        seen = link.head + data
+        end = seen.find(b"\r\n\r\n")
+        if end < 0:
+            link.head = seen[-3:]
+            return data
+        cut = end + 4 - len(link.head)
+        link.headers_done = True
+        link.held += data[cut:]
+        self.held_bytes += len(data) - cut
+        return data[:cut]
 
     # -- listening -------------------------------------------------------------------------
 
@@ -512,7 +554,7 @@ class FaultProxy:
                 ):
                     queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=_QUEUE_CHUNKS)
                     tag = f"link{link.number}:{direction.name}"
-                    self._spawn(self._read_side(link, src, queue), f"{tag}:read", group)
+                    self._spawn(self._read_side(link, src, queue, direction), f"{tag}:read", group)
                     self._spawn(
                         self._write_side(link, dst, queue, direction), f"{tag}:write", group
                     )
@@ -525,7 +567,11 @@ class FaultProxy:
                     await self._finish(writer)
 
     async def _read_side(
-        self, link: _Link, src: asyncio.StreamReader, queue: asyncio.Queue[_Item]
+        self,
+        link: _Link,
+        src: asyncio.StreamReader,
+        queue: asyncio.Queue[_Item],
+        direction: _Direction,
     ) -> None:
         """Read chunks and queue them, stamped with the time they may be forwarded."""
         loop = asyncio.get_running_loop()
@@ -539,6 +585,9 @@ class FaultProxy:
             if not data:
                 await queue.put(None)
                 return
+            if link.muted is None and not direction.downstream:
+                marker = self._mute_marker
+                link.muted = marker is not None and marker in data
             await queue.put((loop.time() + self._latency, data))
 
     async def _write_side(
@@ -555,12 +604,19 @@ class FaultProxy:
             if item is None:
                 await self._flowing.wait()
                 with contextlib.suppress(OSError):
+                    if direction.downstream and link.held:  # a muted response ended
+                        dst.write(bytes(link.held))
+                        link.held.clear()
                     if dst.can_write_eof():
                         dst.write_eof()  # half-close, as the peer did
                 return
             due, data = item
             while (delay := due - loop.time()) > 0:  # sleep may wake a hair early
                 await asyncio.sleep(delay)
+            if direction.downstream and link.muted:
+                data = self._hold(link, data)
+                if not data:
+                    continue
             try:
                 if not await self._send(link, dst, memoryview(data), direction):
                     return

@@ -166,9 +166,9 @@ def test_base_url_drops_an_endpoint_suffix(url: str, expected: str) -> None:
 
 
 def test_format_message_text_binary_json() -> None:
-    """Text prints as is, binary as b64:, --json as {"type", "data"} objects."""
+    """Text prints as is, binary as hex:, --json as {"type", "data"} objects (base64)."""
     assert format_message("héllo", as_json=False) == "héllo"
-    assert format_message(b"\x00\xff", as_json=False) == "b64:AP8="
+    assert format_message(b"\x00\xff", as_json=False) == "hex:00ff"
     assert json.loads(format_message(b"\x00\xff", as_json=True)) == {
         "type": "binary",
         "data": "AP8=",
@@ -192,6 +192,21 @@ def test_demo_falls_back_upgrades_and_loses_nothing() -> None:
     assert "(websocket -> http -> websocket)" in out
     assert "PASS: nothing lost or duplicated" in out
     assert "\x1b[" not in out  # no colour when piped
+    assert result.stderr == ""
+
+
+def test_demo_mute_sse_falls_back_to_long_polling_and_loses_nothing() -> None:
+    """`demo --mute-sse`: WebSocket blocked and SSE muted by a proxy -> long polling -> back."""
+    result = run("demo", "--duration", "6", "--mute-sse", timeout=25.0)
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert "SSE muted: the proxy holds every byte after the headers" in out
+    assert "connected over longpoll  <- fell back to long polling" in out
+    assert "connected over http" not in out  # a mute stream never counts as open
+    assert out.index("fell back to long polling") < out.index("upgraded back to WebSocket")
+    assert out.count("lost 0, duplicated 0, out of order 0") == 2
+    assert "(websocket -> longpoll -> websocket)" in out
+    assert "PASS: nothing lost or duplicated; fell back to long polling" in out
     assert result.stderr == ""
 
 
@@ -241,12 +256,12 @@ async def test_send_delivers_payloads_in_order(transport: str) -> None:
 @pytest.mark.asyncio
 @pytest.mark.parametrize("transport", ["auto", "websocket", "http"])
 async def test_listen_prints_messages_and_exits_after_count(transport: str) -> None:
-    """`listen --count 3` prints text as is and binary as b64:, then exits 0."""
+    """`listen --count 3` prints text as is and binary as hex:, then exits 0."""
     async with hub_that_greets("hello", "wörld", b"\x00\x01") as server:
         args = ("listen", server.url, "--count", "3", "--transport", transport)
         async with started(*args) as listen:
             assert await listen.finish() == 0, listen.stderr
-    assert listen.stdout.splitlines() == ["hello", "wörld", "b64:AAE="]
+    assert listen.stdout.splitlines() == ["hello", "wörld", "hex:0001"]
     assert f"connected over {'websocket' if transport == 'auto' else transport}" in listen.stderr
 
 
@@ -288,9 +303,10 @@ def test_bad_url_exits_2_with_one_line(command: str, url: str) -> None:
 
 @pytest.mark.parametrize("command", ["listen", "send"])
 def test_refused_port_exits_1_with_one_line(command: str) -> None:
-    """Nobody listening: exit 1 after a few attempts, one line on stderr (listen's states aside)."""
+    """Nobody listening, `--retries 2`: exit 1 after 3 attempts, one error line on stderr
+    (the attempts' state lines aside)."""
     payload = ["x"] if command == "send" else []
-    result = run(command, f"http://127.0.0.1:{free_port()}/rx", *payload)
+    result = run(command, f"http://127.0.0.1:{free_port()}/rx", *payload, "--retries", "2")
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines() if ": error: " in line]
     assert len(errors) == 1, result.stderr

@@ -60,12 +60,12 @@ def _split(url: str) -> SplitResult:
 
 
 def base_url(url: str) -> str:
-    """The hub base URL: ``ws(s)`` becomes ``http(s)``; a trailing ``/``, ``/ws`` or
-    ``/events`` is dropped."""
+    """The hub base URL: ``ws(s)`` becomes ``http(s)``; a trailing ``/``, ``/ws``,
+    ``/events`` or ``/poll`` is dropped."""
     parts = _split(url)
     scheme = WEB_SCHEMES.get(parts.scheme, parts.scheme)
     path = parts.path.rstrip("/")
-    for suffix in ENDPOINTS.values():
+    for suffix in (*ENDPOINTS.values(), "/poll"):
         if path.endswith(suffix):
             path = path.removesuffix(suffix)
             break
@@ -129,7 +129,9 @@ def failure(args: argparse.Namespace, error: BaseException) -> str:
     """The one-line reason a client command gave up on ``error``, with a hint where one helps."""
     text = explain(error)
     cause: BaseException | None = error
-    while cause is not None:
+    seen: set[int] = set()
+    while cause is not None and id(cause) not in seen:  # a cause chain may loop
+        seen.add(id(cause))
         if isinstance(cause, rxconn.ProtocolError) and cause.transport == "websocket":
             return text if args.plain else f"{text}; {PLAIN_HINT}"  # a handshake mismatch
         cause = cause.__cause__

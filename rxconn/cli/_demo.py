@@ -1,5 +1,7 @@
 """The ``demo`` command: WebSocket -> HTTP fallback -> upgrade, live, counting every message.
 
+With ``--mute-sse`` the "proxy" also buffers SSE, so the chain goes on to long polling.
+
 Its bookkeeping (tallies, transport timeline) is self-contained, so it lives apart.
 """
 
@@ -17,6 +19,7 @@ import rxconn
 from rxconn.server import Hub, Session, serve
 
 from ._console import STATE_COLOURS, CliError, Console, describe
+from ._mute import MutingProxy
 from ._run import Changes
 
 
@@ -96,7 +99,9 @@ class Timeline:
         self.current, self.since = state.transport, now
         if previous == "websocket" and state.transport == "http":
             return "  <- fell back to HTTP"
-        if previous == "http" and state.transport == "websocket":
+        if previous != "longpoll" and state.transport == "longpoll":
+            return "  <- fell back to long polling"
+        if previous in ("http", "longpoll") and state.transport == "websocket":
             return "  <- upgraded back to WebSocket"
         return ""
 
@@ -118,8 +123,11 @@ class Timeline:
     @property
     def round_trip(self) -> bool:
         """Whether the connection went websocket -> http -> websocket."""
-        path = ",".join(self.switches)
-        return "websocket,http,websocket" in path
+        return self.went_via("http")
+
+    def went_via(self, fallback: str) -> bool:
+        """Whether the connection went websocket -> ``fallback`` -> websocket."""
+        return f"websocket,{fallback},websocket" in ",".join(self.switches)
 
 
 class Demo:
@@ -129,10 +137,18 @@ class Demo:
         duration: Seconds messages flow; WebSocket is blocked from 1/3 to 2/3 of it.
         rate: Messages per second in each direction.
         console: Where the live lines go.
+        mute_sse: Also buffer SSE meanwhile (a proxy between the connection and
+            the hub answers the SSE request and holds every byte), so the chain
+            goes on to long polling.
     """
 
-    def __init__(self, duration: float, rate: int, console: Console) -> None:
+    def __init__(
+        self, duration: float, rate: int, console: Console, *, mute_sse: bool = False
+    ) -> None:
         self.duration = duration
+        self.mute_sse = mute_sse
+        self.fallback = "longpoll" if mute_sse else "http"
+        self.muter: MutingProxy | None = None
         self.rate = rate
         self.out = console
         self.loop = asyncio.get_running_loop()
@@ -182,7 +198,13 @@ class Demo:
         self.say("demo", f"{self.duration:g} s, {self.rate} messages/s each way", "bold")
         async with serve(self.hub, "127.0.0.1", 0) as server:
             self.say("hub", f"serving on {server.url}")
-            conn = self.connection(server.url)
+            url = server.url
+            if self.mute_sse:
+                self.muter = MutingProxy(server.port)
+                await self.muter.start()
+                url = f"http://127.0.0.1:{self.muter.port}{server.prefix}"
+                self.say("proxy", f"the connection goes through a proxy on {url}")
+            conn = self.connection(url)
             self.subscriptions.add(self.hub.sessions.subscribe(self.on_session))
             self.subscriptions.add(conn.messages.subscribe(self.on_client_message))
             self.subscriptions.add(conn.state.subscribe(self.on_state))
@@ -193,13 +215,16 @@ class Demo:
                 self.subscriptions.dispose()
                 conn.close()
                 await rxconn.aio.drain()
+                if self.muter is not None:
+                    await self.muter.close()
         return self.summary()
 
     def connection(self, url: str) -> rxconn.Connection:
-        """WebSocket first, HTTP fallback, quick upgrade probes (capped at 1 s)."""
+        """WebSocket, then SSE, then long polling; quick upgrade probes (capped at 1 s)."""
         both = rxconn.fallback(
             rxconn.websocket(url + "/ws", heartbeat=2.0),
             rxconn.http(url + "/events"),
+            rxconn.longpoll(url + "/poll", hold=2.0),
             timeout=1.0,
             upgrade_interval=DEMO_UPGRADE_INTERVAL,
             max_upgrade_interval=DEMO_MAX_UPGRADE_INTERVAL,
@@ -259,11 +284,17 @@ class Demo:
         )
 
     async def proxy(self, begin: float) -> None:
-        """Block WebSocket at 1/3 of the run and allow it again at 2/3."""
+        """Block WebSocket (and mute SSE) at 1/3 of the run and allow it again at 2/3."""
         await self.sleep_until(begin, self.duration / 3)
+        if self.muter is not None:
+            self.muter.muting = True
+            self.say("proxy", "SSE muted: the proxy holds every byte after the headers", "cyan")
         self.hub.websocket_enabled = False
         self.say("proxy", "WebSocket blocked, as by a proxy", "cyan")
         await self.sleep_until(begin, 2 * self.duration / 3)
+        if self.muter is not None:
+            self.muter.muting = False
+            self.say("proxy", f"SSE passed again ({self.muter.held} bytes were held)", "cyan")
         self.hub.websocket_enabled = True
         self.say("proxy", "WebSocket allowed again", "cyan")
 
@@ -273,10 +304,9 @@ class Demo:
         tl = self.timeline
         time_on = ", ".join(f"on {t} {s:.1f} s" for t, s in sorted(tl.time_on.items()))
         links = len(tl.transports)
-        ok = (
-            all(t.lost == t.duplicated == t.out_of_order == 0 for t in (self.up, self.down))
-            and tl.round_trip
-        )
+        ok = all(
+            t.lost == t.duplicated == t.out_of_order == 0 for t in (self.up, self.down)
+        ) and tl.went_via(self.fallback)
         lines = [
             f"summary after {self.elapsed():.1f} s",
             f"  client -> hub: {self.up.report()}",
@@ -290,7 +320,8 @@ class Demo:
         for line in lines:
             self.out.line(line, "bold" if line.startswith("summary") else None)
         if ok:
-            verdict = "PASS: nothing lost or duplicated; fell back to HTTP and upgraded back"
+            way = "long polling" if self.mute_sse else "HTTP"
+            verdict = f"PASS: nothing lost or duplicated; fell back to {way} and upgraded back"
         else:
             verdict = "FAIL: messages lost, duplicated or reordered, or a switch did not happen"
         self.out.line(verdict, "green" if ok else "red")
@@ -299,4 +330,7 @@ class Demo:
 
 async def run_demo(args: argparse.Namespace) -> int:
     """``rxconn demo``."""
-    return await Demo(args.duration, args.rate, Console.for_stdout()).run()
+    demo = Demo(
+        args.duration, args.rate, Console.for_stdout(), mute_sse=getattr(args, "mute_sse", False)
+    )
+    return await demo.run()

@@ -79,7 +79,7 @@ class Session:
 
     @property
     def transport(self) -> LinkTransport:
-        """The transport of the current (or last) link: ``"websocket"`` or ``"http"``."""
+        """The transport of the current (or last) link: websocket, http or longpoll."""
         return self._transport
 
     @property

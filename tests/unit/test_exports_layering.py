@@ -28,6 +28,7 @@ CONTRACT = [
     "connection",
     "fallback",
     "http",
+    "longpoll",
     "testing",
     "websocket",
 ]
