@@ -13,6 +13,7 @@ from .aio.longpoll import longpoll
 from .aio.websocket import websocket
 from .backoff import Backoff
 from .connection import Connection
+from .receipts import Overflow
 
 
 __all__ = ["connection"]
@@ -34,6 +35,8 @@ def connection(
     backoff: Backoff | None = None,
     idle_timeout: float | None = 30.0,
     max_buffer: int = 10_000,
+    overflow: Overflow = "error",
+    ttl: float | None = None,
     online: Observable[bool] | None = None,
     scheduler: abc.SchedulerBase | None = None,
     **transport_options: Any,
@@ -56,7 +59,8 @@ def connection(
         headers: Extra headers for every transport.
         heartbeat: WebSocket ping interval.
         open_timeout: Bound on each transport's own open.
-        backoff, idle_timeout, max_buffer, online, scheduler: see :class:`Connection`.
+        backoff, idle_timeout, max_buffer, overflow, ttl, online, scheduler: see
+            :class:`Connection`.
         transport_options: Passed to every transport (e.g. ``session=``, ``ssl=``).
     """
     base = base_url.rstrip("/")
@@ -89,6 +93,8 @@ def connection(
         backoff=backoff,
         idle_timeout=idle_timeout,
         max_buffer=max_buffer,
+        overflow=overflow,
+        ttl=ttl,
         online=online,
         scheduler=scheduler,
     )

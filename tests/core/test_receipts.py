@@ -374,3 +374,15 @@ async def test_flush_timeout_raises_and_releases_interest() -> None:
     assert ws.subscriptions[0].unsubscribe is not None
     conn.close()
     assert isinstance(receipt.outcome, ConnectionClosedError)
+
+
+def test_the_connection_shortcut_passes_the_outbox_policies_on() -> None:
+    """rxconn.connection(..., overflow=, ttl=) configures the Connection it builds."""
+    import rxconn
+    from rxconn.errors import Dropped
+
+    conn = rxconn.connection("http://127.0.0.1:9/rx", max_buffer=1, overflow="drop_newest")
+    kept = conn.send("kept")
+    refused = conn.send("refused")
+    assert not kept.done and refused.done and isinstance(refused.outcome, Dropped)
+    assert conn.close() == ["kept"]
