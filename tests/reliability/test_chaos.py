@@ -149,7 +149,9 @@ async def test_exactly_once_in_order_both_ways_under_cuts(
     assert cutter.links_cut >= 5
     assert states.reconnects >= 5
     if kind == "fallback":
-        assert set(states.connects) == {"websocket", "http"}
+        # Both served; a cut between an SSE answer and its session event may also
+        # move the three-transport chain on to long polling for a while.
+        assert {"websocket", "http"} <= set(states.connects) <= {"websocket", "http", "longpoll"}
 
     received.dispose()
     state_sub.dispose()
