@@ -1,0 +1,298 @@
+"""RedisSessionStore: hub session state kept in Redis, changed only by atomic scripts.
+
+The state of a hub session (issue 13) in two keys that share a hash tag, so
+that a later Redis Cluster keeps them in one slot:
+
+* ``{prefix}:{<sid>}:meta``, a hash: ``key`` (the secret), ``kind``, ``token``
+  (a browser session's resume token), ``in`` (the last client message applied),
+  ``out`` (the last hub message numbered), ``epoch`` (the fencing token of the
+  hub that owns the session's link);
+* ``{prefix}:{<sid>}:out``, a stream of the hub messages not yet acknowledged,
+  with entry ids ``<seq>-0``, so that a replay is ``XRANGE (<last> +``.
+
+Every change is one Lua script, so nothing is ever half done when a hub dies:
+applying a client batch advances ``in`` *and* appends the echoes in one step
+(an echo exists exactly once per client message, cluster-wide), and every
+write that only the link's owner may make checks the caller's ``epoch``: a
+takeover (:meth:`claim`) increments it, and the old owner's late writes are
+refused (Kleppmann's fencing tokens). Every key expires ``grace`` seconds after
+it was last touched; the owner touches them while it holds the link.
+
+redis-py's ``Script`` objects send EVALSHA and load the script again on
+NOSCRIPT, which is exactly what happens after Redis restarts.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import Any, Final
+
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from .._types import Payload
+from ..errors import BufferFullError
+
+
+__all__ = ["Applied", "Claimed", "Fenced", "RedisSessionStore", "UnknownSession"]
+
+TEXT: Final = b"t"
+BINARY: Final = b"b"
+
+
+class UnknownSession(Exception):
+    """No such session (expired, ended, Redis lost it), or the key is not its key: 410."""
+
+
+class Fenced(Exception):
+    """The caller's epoch is stale: another hub took the session's link over."""
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What :meth:`RedisSessionStore.apply` did with a batch of client messages."""
+
+    received: int
+    """The last client message the session has now (the acknowledgement to send)."""
+    first: int
+    """Index in the batch of the first message applied (the ones before were repeats)."""
+    count: int
+    """How many were applied (new): deliver exactly these to the application."""
+    full: bool
+    """The echo found the outgoing stream full: the rest of the batch was not applied."""
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A session whose link the caller now owns: its fencing ``epoch`` and numbering."""
+
+    session: str
+    epoch: int
+    received: int
+    """The last client message applied (the client sends from ``received + 1``)."""
+    sent: int
+    """The last hub message numbered."""
+
+
+# KEYS[1] meta, KEYS[2] out; ARGV: key, kind, token, grace(ms)
+_CREATE: Final = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'key', ARGV[1], 'kind', ARGV[2], 'token', ARGV[3],
+           'in', 0, 'out', 0, 'epoch', 1)
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return 1
+"""
+
+# KEYS[1] meta, KEYS[2] out; ARGV: key, last (hub messages the client has), grace(ms)
+# -> {epoch, in, out} | error UNKNOWN | error GAP (what the client needs is gone)
+_CLAIM: Final = """
+local meta = redis.call('HMGET', KEYS[1], 'key', 'in', 'out')
+if not meta[1] or meta[1] ~= ARGV[1] then return redis.error_reply('UNKNOWN') end
+local last, out = tonumber(ARGV[2]), tonumber(meta[3])
+if last > out then return redis.error_reply('GAP') end
+local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
+if #first > 0 then
+  local oldest = tonumber(string.match(first[1][1], '^(%d+)'))
+  if last + 1 < oldest then return redis.error_reply('GAP') end
+end
+redis.call('XTRIM', KEYS[2], 'MINID', last + 1)
+local epoch = redis.call('HINCRBY', KEYS[1], 'epoch', 1)
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return {epoch, tonumber(meta[2]), out}
+"""
+
+# KEYS[1] meta, KEYS[2] out; ARGV: epoch, first seq, echo(0/1), limit, grace(ms),
+#   then pairs (type, data) -> {in, index of the first applied, applied, full(0/1)}
+_APPLY: Final = """
+local meta = redis.call('HMGET', KEYS[1], 'epoch', 'in', 'out')
+if not meta[1] then return redis.error_reply('UNKNOWN') end
+if tonumber(meta[1]) ~= tonumber(ARGV[1]) then return redis.error_reply('FENCED') end
+local received, out = tonumber(meta[2]), tonumber(meta[3])
+local seq, echo, limit = tonumber(ARGV[2]), ARGV[3] == '1', tonumber(ARGV[4])
+local applied, first, full = 0, 0, 0
+for i = 6, #ARGV, 2 do
+  if seq == received + 1 then
+    if echo then
+      if redis.call('XLEN', KEYS[2]) >= limit then full = 1; break end
+      out = out + 1
+      redis.call('XADD', KEYS[2], out .. '-0', 't', ARGV[i], 'd', ARGV[i + 1])
+    end
+    if applied == 0 then first = (i - 6) / 2 end
+    received = seq
+    applied = applied + 1
+  elseif seq > received + 1 then
+    break
+  end
+  seq = seq + 1
+end
+redis.call('HSET', KEYS[1], 'in', received, 'out', out)
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('PEXPIRE', KEYS[2], ARGV[5]) end
+return {received, first, applied, full}
+"""
+
+# KEYS[1] meta, KEYS[2] out; ARGV: type, data, limit -> seq | error UNKNOWN | error FULL
+_APPEND: Final = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('UNKNOWN') end
+if redis.call('XLEN', KEYS[2]) >= tonumber(ARGV[3]) then return redis.error_reply('FULL') end
+local seq = redis.call('HINCRBY', KEYS[1], 'out', 1)
+redis.call('XADD', KEYS[2], seq .. '-0', 't', ARGV[1], 'd', ARGV[2])
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
+return seq
+"""
+
+# KEYS[1] meta, KEYS[2] out; ARGV: epoch, seq -> remaining | error
+_ACK: Final = """
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then return redis.error_reply('UNKNOWN') end
+if tonumber(epoch) ~= tonumber(ARGV[1]) then return redis.error_reply('FENCED') end
+redis.call('XTRIM', KEYS[2], 'MINID', tonumber(ARGV[2]) + 1)
+return redis.call('XLEN', KEYS[2])
+"""
+
+# KEYS[1] meta, KEYS[2] out; ARGV: epoch, grace(ms)
+_TOUCH: Final = """
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then return redis.error_reply('UNKNOWN') end
+if tonumber(epoch) ~= tonumber(ARGV[1]) then return redis.error_reply('FENCED') end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('PEXPIRE', KEYS[2], ARGV[2]) end
+return 1
+"""
+
+
+class RedisSessionStore:
+    """Hub sessions in Redis; see the module docstring for the keys and the rules.
+
+    Args:
+        client: The backplane's Redis client (``RedisBackplane.client``).
+        prefix: The namespace of the keys.
+        grace: Seconds every key of a session lives after it was last touched.
+        replay_limit: The most unacknowledged hub messages a session keeps
+            (:class:`~rxconn.errors.BufferFullError` past it; never dropped).
+    """
+
+    def __init__(
+        self, client: aioredis.Redis, *, prefix: str = "rx", grace: float, replay_limit: int
+    ) -> None:
+        self._client = client
+        self.prefix = prefix
+        self.grace_ms = max(1, int(grace * 1000))
+        self.replay_limit = replay_limit
+        self._create = client.register_script(_CREATE)
+        self._claim = client.register_script(_CLAIM)
+        self._apply = client.register_script(_APPLY)
+        self._append = client.register_script(_APPEND)
+        self._ack = client.register_script(_ACK)
+        self._touch = client.register_script(_TOUCH)
+
+    def keys(self, session: str) -> list[str]:
+        """The session's keys: ``[meta, out]``, in one hash slot."""
+        tag = f"{self.prefix}:{{{session}}}"
+        return [f"{tag}:meta", f"{tag}:out"]
+
+    async def create(self, kind: str) -> tuple[str, str, str | None]:
+        """A new session: its public id, its key, and (for ``"eventsource"``) its resume token."""
+        while True:
+            session, key = secrets.token_urlsafe(12), secrets.token_urlsafe(18)
+            token = secrets.token_urlsafe(12) if kind == "eventsource" else ""
+            args: list[str | int] = [key, kind, token, self.grace_ms]
+            if await self._create(keys=self.keys(session), args=args):
+                return session, key, token or None
+
+    async def claim(self, session: str, key: str, last: int) -> Claimed:
+        """Take the session's link over (fencing every earlier owner); ``last``: what the
+        client has of the hub's messages, which is acknowledged.
+
+        Raises:
+            UnknownSession: no such session, the wrong key, or ``last`` asks for
+                messages no longer kept (or never sent).
+        """
+        try:
+            epoch, received, sent = await self._claim(
+                keys=self.keys(session), args=[key, last, self.grace_ms]
+            )
+        except ResponseError as exc:
+            raise UnknownSession(str(exc)) from exc
+        return Claimed(session, int(epoch), int(received), int(sent))
+
+    async def apply(
+        self, claimed: Claimed, first_seq: int, payloads: list[Payload], *, echo: bool
+    ) -> Applied:
+        """Apply client messages numbered from ``first_seq``: repeats are skipped, a gap stops.
+
+        With ``echo`` each applied message is appended to the session's outgoing
+        stream in the same atomic step (so an echo exists exactly once per client
+        message, whichever hub applied it); a full stream stops the batch there
+        (``Applied.full``: the caller ends the session, as a local hub does).
+        The caller delivers ``payloads[applied.first : applied.first + applied.count]``
+        to its application.
+
+        Raises:
+            Fenced: another hub owns the link now (nothing was applied).
+            UnknownSession: the session is gone.
+        """
+        args: list[bytes | int] = [
+            claimed.epoch,
+            first_seq,
+            int(echo),
+            self.replay_limit,
+            self.grace_ms,
+        ]
+        for payload in payloads:
+            if type(payload) is bytes:
+                args += [BINARY, payload]
+            else:
+                args += [TEXT, payload.encode()]  # type: ignore[union-attr]
+        received, first, count, full = await self._run(self._apply, claimed.session, args)
+        return Applied(int(received), int(first), int(count), bool(full))
+
+    async def append(self, session: str, payload: Payload) -> int:
+        """Number ``payload`` for the client and keep it until acknowledged (any hub may).
+
+        Raises:
+            BufferFullError: ``replay_limit`` messages already wait (nothing appended).
+            UnknownSession: the session is gone.
+        """
+        kind, data = (BINARY, payload) if type(payload) is bytes else (TEXT, payload.encode())  # type: ignore[union-attr]
+        try:
+            seq = await self._append(keys=self.keys(session), args=[kind, data, self.replay_limit])
+        except ResponseError as exc:
+            if "FULL" in str(exc):
+                raise BufferFullError(self.replay_limit) from exc
+            raise UnknownSession(str(exc)) from exc
+        return int(seq)
+
+    async def ack(self, claimed: Claimed, seq: int) -> int:
+        """The client has every hub message up to ``seq``: forget them; returns how many remain."""
+        remaining = await self._run(self._ack, claimed.session, [claimed.epoch, seq])
+        return int(remaining)
+
+    async def touch(self, claimed: Claimed) -> None:
+        """The owner still holds the link: every key lives ``grace`` more seconds."""
+        await self._run(self._touch, claimed.session, [claimed.epoch, self.grace_ms])
+
+    async def after(self, session: str, seq: int) -> list[tuple[int, Payload]]:
+        """The kept hub messages numbered ``> seq``, in order."""
+        entries: Any = await self._client.xrange(self.keys(session)[1], min=f"({seq}-0", max="+")
+        out: list[tuple[int, Payload]] = []
+        for entry_id, fields in entries:  # bytes: the client does not decode responses
+            number = int(bytes(entry_id).split(b"-", 1)[0])
+            data = bytes(fields[b"d"])
+            out.append((number, data if fields[b"t"] == BINARY else data.decode()))
+        return out
+
+    async def end(self, session: str) -> None:
+        """Forget the session now (the client quit)."""
+        await self._client.delete(*self.keys(session))
+
+    async def _run(self, script: Any, session: str, args: list[Any]) -> Any:
+        try:
+            return await script(keys=self.keys(session), args=args)
+        except ResponseError as exc:
+            if "FENCED" in str(exc):
+                raise Fenced(session) from exc
+            raise UnknownSession(str(exc)) from exc
