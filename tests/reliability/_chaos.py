@@ -172,3 +172,18 @@ def close_all(*things: Any) -> None:
             thing.close()
         else:
             thing.dispose()
+
+
+async def flip_websocket(hub: Hub, stop: asyncio.Event, period: float = 0.75) -> int:
+    """Turn the hub's WebSocket off and on every ``period`` seconds until ``stop``; returns
+    the flips (a fallback connection then moves between transports during a run)."""
+    flips = 0
+    while not stop.is_set():
+        try:
+            async with asyncio.timeout(period):
+                await stop.wait()
+        except TimeoutError:
+            hub.websocket_enabled = not hub.websocket_enabled
+            flips += 1
+    hub.websocket_enabled = True
+    return flips

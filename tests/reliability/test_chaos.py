@@ -29,6 +29,7 @@ from tests.reliability._chaos import (
     HubLog,
     StateLog,
     dedupe,
+    flip_websocket,
     number_of,
     numbered,
     paced,
@@ -72,21 +73,6 @@ def make_connection(kind: str, proxy: FaultProxy) -> rxconn.Connection:
     return rxconn.Connection(transport, backoff=CHAOS_BACKOFF, idle_timeout=5.0)
 
 
-async def flip_websocket(hub: Hub, stop: asyncio.Event) -> int:
-    """Turn the hub's WebSocket off and on every FLIP seconds during the run; returns the flips."""
-    flips = 0
-    period = FLIP
-    while not stop.is_set():
-        try:
-            async with asyncio.timeout(period):
-                await stop.wait()
-        except TimeoutError:
-            hub.websocket_enabled = not hub.websocket_enabled
-            flips += 1
-    hub.websocket_enabled = True
-    return flips
-
-
 @pytest.mark.parametrize("kind", ["websocket", "http", "fallback"])
 async def test_exactly_once_in_order_both_ways_under_cuts(
     kind: str, hub: Hub, proxy: FaultProxy
@@ -110,7 +96,9 @@ async def test_exactly_once_in_order_both_ways_under_cuts(
     proxy.set_latency(LATENCY)  # more bytes in flight inside the proxy when a cut drops them
     cutter = Cutter(proxy)
     flipping = asyncio.Event()
-    flipper = asyncio.create_task(flip_websocket(hub, flipping)) if kind == "fallback" else None
+    flipper = (
+        asyncio.create_task(flip_websocket(hub, flipping, FLIP)) if kind == "fallback" else None
+    )
     started = loop.time()
     cutter.start()
     await asyncio.gather(

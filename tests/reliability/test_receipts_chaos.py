@@ -30,7 +30,15 @@ from rxconn import Connected, Delivered, Drop, Expired
 from rxconn.server import Hub, serve
 from tests.helpers import Recorder, reach
 from tests.proxy import FaultProxy
-from tests.reliability._chaos import CHAOS_BACKOFF, Cutter, HubLog, numbered, paced, report
+from tests.reliability._chaos import (
+    CHAOS_BACKOFF,
+    Cutter,
+    HubLog,
+    flip_websocket,
+    numbered,
+    paced,
+    report,
+)
 from tests.reliability.conftest import LONG
 
 
@@ -80,19 +88,6 @@ async def outage(proxy: FaultProxy, at: float, seconds: float) -> None:
     proxy.cut(rst=True)
     await asyncio.sleep(seconds)
     proxy.refuse(False)
-
-
-async def flip_websocket(hub: Hub, stop: asyncio.Event, period: float = 0.75) -> int:
-    flips = 0
-    while not stop.is_set():
-        try:
-            async with asyncio.timeout(period):
-                await stop.wait()
-        except TimeoutError:
-            hub.websocket_enabled = not hub.websocket_enabled
-            flips += 1
-    hub.websocket_enabled = True
-    return flips
 
 
 @pytest.mark.parametrize("kind", ["websocket", "http", "fallback"])
