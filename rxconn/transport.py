@@ -13,6 +13,10 @@ A :class:`Transport` describes how to open a link; creating one opens nothing.
   was accepted (by the socket for plain links, by the hub with sessions);
 * ``ALIVE`` when something that is not a message shows the link is alive
   (a pong, an SSE comment);
+* a :class:`~rxconn.diagnostics.Diagnostic` when a multi-link transport did
+  something worth reporting (fell back, started or lost an upgrade probe,
+  upgraded): the connection passes it to ``Connection.diagnostics``. It is
+  not a proof of life and changes no state;
 * ``on_completed`` when the peer closed the link cleanly, ``on_error`` with an
   :class:`~rxconn.errors.RxconnError` when it failed;
 * disposing the subscription closes the link and releases all of its resources.
@@ -32,12 +36,15 @@ from typing import Any, Final, Protocol, TypeAlias, runtime_checkable
 from reactivex import Observable, abc
 
 from ._types import Payload
+from .diagnostics import Diagnostic
+from .session import HubSession
 
 
 __all__ = [
     "ALIVE",
     "Acked",
     "Alive",
+    "Diagnostic",
     "Link",
     "LinkContext",
     "LinkEvent",
@@ -106,7 +113,7 @@ class Alive:
 
 ALIVE: Final = Alive()
 
-LinkEvent: TypeAlias = str | bytes | Opened | Trying | Acked | Alive
+LinkEvent: TypeAlias = str | bytes | Opened | Trying | Acked | Alive | Diagnostic
 
 
 @dataclass(eq=False)
@@ -129,7 +136,7 @@ class LinkContext:
     """
 
     memory: dict[str, Any] = field(default_factory=dict)
-    session: Any = None
+    session: HubSession | None = None
     probe: bool = False
     connection: dict[str, Any] = field(default_factory=dict)
 

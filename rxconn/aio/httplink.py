@@ -26,34 +26,34 @@ Lifecycle of one subscription (one link), all inside one task kept in
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import io
-import json
-from collections import deque
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any, Final
 
 import aiohttp
-from reactivex import Observable, abc
+from reactivex import abc
 from yarl import URL
 
 from .. import wire
 from ..errors import ConnectionLost, InvalidURL, ProtocolError, TransportError, safe_url
-from ..session import ClientSession as HubSession
-from ..sse import ServerSentEvent, SSEDecoder
-from ..transport import ALIVE, Acked, LinkContext, LinkEvent, Opened, Payload
+from ..session import AckSchedule, HubSession
+from ..sse import SSEDecoder
+from ..transport import ALIVE, LinkContext, LinkEvent, Opened
+from ._acks import AckTimer
+from ._base import AioTransport, Headers
 from ._errors import status_error, translate
-from ._links import serial_links
+from ._hubstream import adopt_session, deliver_events
+from ._posting import PostingLink, PostOptions
 
 
 __all__ = ["HttpLink", "HttpTransport", "http"]
 
-RXCONN_HEADER: Final = "X-Rxconn"
+HttpLink = PostingLink
+"""The writable side of an HTTP link (see :mod:`rxconn.aio._posting`)."""
+
 ACK_DELAY: Final = 0.25
-QUIT_TIMEOUT: Final = 1.0
-LARGE_BODY: Final = 512 * 1024
-"""Bodies this large go as a stream (aiohttp warns about big raw-bytes bodies)."""
+MAX_RETRY_MS: Final = 3_600_000
+"""The longest SSE ``retry:`` advice taken, in ms (a 400-digit value is not an hour's wait)."""
 
 
 def _http_url(url: str) -> URL:
@@ -76,41 +76,17 @@ class _StreamState:
     retry: float | None = None  # the server's last ``retry:`` advice, in seconds
 
 
-class HttpLink:
-    """The writable side of one HTTP link: a queue drained by one POST at a time."""
-
-    def __init__(self) -> None:
-        self.queue: deque[tuple[int, Payload]] = deque()
-        self.wake = asyncio.Event()
-        self.ready = asyncio.Event()  # set once the hub named the session and POST URL
-        self.hub: HubSession | None = None
-        self.post: URL | None = None
-        self.next_seq: int | None = None
-        self.closed = False
-        self.quitting = False
-
-    def write(self, first_seq: int, payloads: Sequence[Payload]) -> None:
-        if self.closed:
-            return
-        if self.next_seq is None or first_seq > self.next_seq:
-            self.next_seq = first_seq
-        skip = self.next_seq - first_seq
-        for offset in range(max(skip, 0), len(payloads)):
-            self.queue.append((first_seq + offset, payloads[offset]))
-        self.next_seq = max(self.next_seq, first_seq + len(payloads))
-        self.wake.set()
-
-    def quit(self) -> None:
-        """End the hub session when this link closes (``Connection.close()``)."""
-        self.quitting = True
-
-
-class HttpTransport:
+class HttpTransport(AioTransport):
     """Describe HTTP links (SSE down, POST up) to the event stream at ``url``; opens nothing.
 
     Args:
         url: The SSE endpoint (``http(s)://…/rx/events`` for the hub).
-        headers: Extra request headers (never logged).
+        headers: Extra request headers (never logged): a mapping, or a
+            callable (sync or async) returning one, called for every request
+            of every link (the SSE ``GET`` and each ``POST``), so that a
+            refreshed token is always used. A 401 calls it once more and
+            retries at once (the ``GET`` through the connection's retry, a
+            ``POST`` in place); a second 401 in a row is fatal.
         open_timeout: Bound on the GET until its response headers (and the hub's first event).
         event_types: Against a non-hub server, the SSE event types whose data
             become messages (``None``: all); others only prove life.
@@ -129,11 +105,14 @@ class HttpTransport:
         InvalidURL: for a URL without host or with another scheme.
     """
 
+    kind = "http"
+    dynamic_headers = True
+
     def __init__(
         self,
         url: str,
         *,
-        headers: Mapping[str, str] | None = None,
+        headers: Headers | None = None,
         open_timeout: float = 10.0,
         event_types: Collection[str] | None = ("message",),
         max_batch: int = 1000,
@@ -145,36 +124,32 @@ class HttpTransport:
         ssl: Any = True,
     ) -> None:
         self._url = _http_url(url)
-        self.url = str(self._url)
-        if not open_timeout > 0:
-            raise ValueError(f"open_timeout must be > 0, got {open_timeout!r}")
+        super().__init__(
+            str(self._url),
+            headers=headers,
+            open_timeout=open_timeout,
+            max_message_size=max_message_size,
+            max_send_size=max_message_size,
+            hub=hub,
+            session=session,
+            ssl=ssl,
+        )
         if max_batch < 1 or max_batch_bytes < 1:
             raise ValueError("max_batch and max_batch_bytes must be >= 1")
-        self.headers = dict(headers or {})
-        self.open_timeout = open_timeout
         self.event_types = None if event_types is None else frozenset(event_types)
         self.max_batch = max_batch
         self.max_batch_bytes = max_batch_bytes
-        self.max_message_size = max_message_size
-        self.max_send_size = max_message_size
-        """The largest payload ``Connection.send()`` accepts for this transport."""
         self.post_timeout = post_timeout
-        self.hub = hub
-        self.session = session
-        self.ssl = ssl
-        self._key = f"http:{id(self)}"
-
-    @property
-    def name(self) -> str:
-        return "http"
-
-    def __repr__(self) -> str:
-        return f"http({safe_url(self.url)!r})"
-
-    def open(
-        self, scheduler: abc.SchedulerBase, context: LinkContext | None = None
-    ) -> Observable[LinkEvent]:
-        return serial_links(self._key + ":link", f"rxconn http {self.url}", self._run, context)
+        self._post_options = PostOptions(
+            self.kind,
+            self.url,
+            self.headers,
+            max_batch,
+            max_batch_bytes,
+            post_timeout,
+            ssl,
+            resolve_headers=self._user_headers,
+        )
 
     def _state(self, ctx: LinkContext) -> _StreamState:
         state = ctx.connection.get(self._key)
@@ -189,15 +164,17 @@ class HttpTransport:
             own = self.session is None
             http = aiohttp.ClientSession() if own else self.session
             assert http is not None
-            link = HttpLink()
+            link = PostingLink(self._post_options)
             try:
                 await self._stream(http, link, observer, ctx)
             finally:
                 link.closed = True
-                if link.quitting:
-                    await self._quit(http, link)
-                if own:
-                    await http.close()
+                try:
+                    if link.quitting:
+                        await link.quit_session(http)
+                finally:  # even when cancelled again while quitting
+                    if own:
+                        await http.close()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -206,13 +183,18 @@ class HttpTransport:
                 error.retry_after = self._state(ctx).retry
             observer.on_error(error)
 
-    def _request_headers(self, ctx: LinkContext) -> dict[str, str]:
-        headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache", **self.headers}
+    async def _request_headers(self, ctx: LinkContext) -> dict[str, str]:
+        user = await self._user_headers()  # a callable's: called for every link
+        headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache", **user}
         hub = ctx.session
         if self.hub:
-            headers[RXCONN_HEADER] = "v1"
-        if self.hub and isinstance(hub, HubSession) and hub.id is not None:
+            headers[wire.HUB_HEADER] = wire.HUB_VERSION
+        if ctx.probe:  # no session, no resume point: a probe only proves bytes stream through
+            headers[wire.PROBE_HEADER] = "1"
+        elif self.hub and isinstance(hub, HubSession) and hub.id is not None:
             headers["Last-Event-ID"] = wire.encode_event_id(hub.id, hub.received)
+            if hub.key is not None:
+                headers[wire.KEY_HEADER] = hub.key
         elif last_event_id := self._state(ctx).last_event_id:
             headers["Last-Event-ID"] = last_event_id
         return headers
@@ -220,28 +202,63 @@ class HttpTransport:
     async def _stream(
         self,
         http: aiohttp.ClientSession,
-        link: HttpLink,
+        link: PostingLink,
         observer: abc.ObserverBase[LinkEvent],
         ctx: LinkContext,
     ) -> None:
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.open_timeout)
         try:
             async with asyncio.timeout(self.open_timeout):
-                resp = await http.get(
-                    self._url, headers=self._request_headers(ctx), timeout=timeout, ssl=self.ssl
-                )
+                resp = await self._get(http, await self._request_headers(ctx))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            raise translate("http", self.url, exc, opening=True) from exc
+            error = translate("http", self.url, exc, opening=True)
+            if error is exc:  # an rxconn error (the headers callable's, say): as it is
+                raise
+            raise error from exc
         try:
             await self._check(resp)
-            hub_mode = self.hub and resp.headers.get(RXCONN_HEADER) == "v1"
+            if ctx.probe:
+                await self._probe(resp, link, observer)
+            hub_mode = self.hub and resp.headers.get(wire.HUB_HEADER) == wire.HUB_VERSION
             if not hub_mode:
                 observer.on_next(Opened(link, "http"))
             await self._read(http, resp, link, observer, ctx, hub_mode)
         finally:
             resp.close()  # close, not release: a half-read stream must not go back to a pool
+
+    async def _probe(
+        self,
+        resp: aiohttp.ClientResponse,
+        link: PostingLink,
+        observer: abc.ObserverBase[LinkEvent],
+    ) -> None:
+        """Probe mode (an upgrade's check): open only once bytes stream through, carry nothing.
+
+        Seeing the response is not enough: a proxy that buffers SSE answers at
+        once and then holds every byte. The hub answers a probe with one comment
+        and no session; any other SSE server's first bytes do as well. Nothing
+        read here is delivered or remembered (no ``Last-Event-ID``).
+        """
+        async with asyncio.timeout(self.open_timeout):
+            first = await resp.content.readany()
+        if not first:
+            raise ConnectionLost("http", "the probe's event stream ended at once")
+        observer.on_next(Opened(link, "http"))
+        async for _ in resp.content.iter_any():
+            observer.on_next(ALIVE)
+        raise ConnectionLost("http", "the probe's event stream ended")
+
+    async def _get(
+        self, http: aiohttp.ClientSession, headers: dict[str, str]
+    ) -> aiohttp.ClientResponse:
+        """GET the stream, following redirects only on its origin.
+
+        Always, not only with headers of the user's: a resuming GET carries the
+        session key, which must not reach another origin either.
+        """
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.open_timeout)
+        return await self._get_on_origin(http, self._url, headers, timeout)
 
     async def _check(self, resp: aiohttp.ClientResponse) -> None:
         if resp.status == 204:
@@ -250,24 +267,26 @@ class HttpTransport:
             raise status_error("http", self.url, resp.status, resp.headers)
         if resp.content_type != "text/event-stream":
             raise ProtocolError(
-                "http", f"expected text/event-stream, got {resp.content_type!r}", fatal=True
+                "http",
+                f"{safe_url(self.url)} answered {resp.content_type!r}, not text/event-stream",
+                fatal=True,
             )
 
     async def _read(
         self,
         http: aiohttp.ClientSession,
         resp: aiohttp.ClientResponse,
-        link: HttpLink,
+        link: PostingLink,
         observer: abc.ObserverBase[LinkEvent],
         ctx: LinkContext,
         hub_mode: bool,
     ) -> None:
         """Run the stream reader and (with the hub) the POST writer until either fails."""
-        acker = _Acker(link)
+        acker = AckTimer(AckSchedule(ACK_DELAY, every=None), link.ack_due)
         reader = asyncio.create_task(self._events(resp, link, observer, ctx, hub_mode, acker))
         tasks = [reader]
         if hub_mode:
-            tasks.append(asyncio.create_task(self._write(http, link, observer, acker)))
+            tasks.append(asyncio.create_task(link.run(http, observer, acker)))
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             first = reader if reader in done else next(iter(done))
@@ -282,11 +301,11 @@ class HttpTransport:
     async def _events(
         self,
         resp: aiohttp.ClientResponse,
-        link: HttpLink,
+        link: PostingLink,
         observer: abc.ObserverBase[LinkEvent],
         ctx: LinkContext,
         hub_mode: bool,
-        acker: _Acker,
+        acker: AckTimer,
     ) -> None:
         decoder = SSEDecoder()
         state = self._state(ctx)
@@ -294,25 +313,16 @@ class HttpTransport:
         types = self.event_types
         hub: HubSession | None = None
         opening = asyncio.timeout(self.open_timeout if hub_mode else None)
-        # Bytes that may arrive without completing an event: the largest message,
+        # Characters an unfinished event may hold: the largest message,
         # base64-encoded (binary events), plus room for the event's other lines.
+        # Comments (pings) are not part of any event, so they never count.
         stream_limit = self.max_message_size * 4 // 3 + 4096
-        undispatched = 0
         limit = self.max_message_size
         async with opening:
             async for chunk in resp.content.iter_any():
                 events = decoder.feed(chunk)
                 if decoder.retry is not None:
-                    state.retry = decoder.retry / 1000
-                if events:
-                    undispatched = 0
-                else:
-                    # An event that never ends must not grow without bound.
-                    undispatched += len(chunk)
-                    if undispatched > stream_limit:
-                        raise ProtocolError(
-                            "http", f"an event exceeds max_message_size={self.max_message_size}"
-                        )
+                    state.retry = min(decoder.retry, MAX_RETRY_MS) / 1000
                 if not events:
                     on_next(ALIVE)  # a comment, a ping, part of an event: the link lives
                 elif not hub_mode:
@@ -328,162 +338,19 @@ class HttpTransport:
                             on_next(ALIVE)
                 else:
                     if hub is None:
-                        hub, link.post, next_seq = self._welcome(events[0], ctx)
-                        link.hub = hub
+                        hub, post, next_seq = adopt_session(events[0], self._url, ctx, "http")
+                        link.adopt(hub, post)
                         opening.reschedule(None)
-                        link.ready.set()
                         on_next(Opened(link, "http", next_seq))
                         events = events[1:]
                     if events:
-                        self._deliver(events, hub, on_next)
-                        acker.due()
+                        deliver_events(events, hub, on_next, limit, "http")
+                        acker.delivered()
+                if decoder.pending > stream_limit:  # an event that never ends
+                    raise ProtocolError(
+                        "http", f"an event exceeds max_message_size={self.max_message_size}"
+                    )
         raise ConnectionLost("http", "the event stream ended", retry_after=state.retry)
-
-    def _welcome(self, event: Any, ctx: LinkContext) -> tuple[HubSession, URL, int]:
-        if event.event != wire.SSE_SESSION_EVENT:
-            raise ProtocolError("http", "the hub's first event must name the session", fatal=True)
-        try:
-            hello = json.loads(event.data)
-            session_id, post, last = hello["session"], hello["post"], hello["last"]
-            resumed = bool(hello.get("resumed", False))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ProtocolError("http", "malformed session event", fatal=True) from exc
-        if type(session_id) is not str or type(post) is not str or type(last) is not int:
-            raise ProtocolError("http", "malformed session event", fatal=True)
-        hub = ctx.session if isinstance(ctx.session, HubSession) else HubSession()
-        ctx.session = hub
-        hub.start(session_id, resumed)
-        return hub, self._url.join(URL(post)), last + 1
-
-    def _deliver(self, events: list[ServerSentEvent], hub: HubSession, on_next: Any) -> None:
-        """Deliver the hub's numbered events once each, in order (the hot path of the link)."""
-        inbound = hub.inbound
-        assert inbound is not None and hub.id is not None
-        prefix = hub.id + ":"
-        cut = len(prefix)
-        limit = self.max_message_size
-        for event in events:
-            event_id = event.id
-            number = event_id[cut:]
-            if not event_id.startswith(prefix) or not number.isdigit() or not number.isascii():
-                raise ProtocolError("http", f"event id {event_id!r} is not of this session")
-            seq = int(number)
-            expected = inbound.received + 1
-            if seq == expected:
-                kind = event.event
-                payload: Payload = event.data
-                if kind != "message":
-                    try:
-                        payload = wire.decode_sse_payload(kind, event.data)
-                    except wire.WireError as exc:  # not counted: the resume asks for it again
-                        raise ProtocolError("http", str(exc)) from exc
-                if len(payload) > limit:
-                    raise ProtocolError("http", f"a message exceeds max_message_size={limit}")
-                inbound.received = seq
-                on_next(payload)
-            elif seq > expected:
-                raise ProtocolError("http", f"gap in the event stream at {seq}")
-            # seq < expected: a repeat after a resume; already delivered
-
-    async def _write(
-        self,
-        http: aiohttp.ClientSession,
-        link: HttpLink,
-        observer: abc.ObserverBase[LinkEvent],
-        acker: _Acker,
-    ) -> None:
-        """POST what the connection writes, one batch in flight; acks ride along."""
-        await link.ready.wait()
-        hub, post, queue = link.hub, link.post, link.queue
-        assert hub is not None and hub.id is not None and post is not None
-        timeout = aiohttp.ClientTimeout(total=self.post_timeout)
-        headers = {"Content-Type": "application/json", **self.headers}
-        limit = self.max_batch_bytes  # halved when a server refuses a batch as too large
-        while True:
-            await link.wake.wait()
-            link.wake.clear()
-            while queue or acker.pending:
-                first = queue[0][0] if queue else (link.next_seq or 1)
-                batch: list[Payload] = []
-                size = 0
-                while queue and len(batch) < self.max_batch:
-                    payload = queue[0][1]
-                    if batch and size + len(payload) > limit:
-                        break
-                    queue.popleft()
-                    batch.append(payload)
-                    size += len(payload)
-                acker.sent()
-                body = wire.encode_batch(wire.Batch(hub.id, first, tuple(batch), ack=hub.received))
-                data: bytes | io.BytesIO = body if len(body) < LARGE_BODY else io.BytesIO(body)
-                async with http.post(
-                    post, data=data, headers=headers, timeout=timeout, ssl=self.ssl
-                ) as resp:
-                    if resp.status == 413 and len(batch) > 1:
-                        # The server's body limit is below ours: split, never give up on it.
-                        queue.extendleft(reversed([(first + i, p) for i, p in enumerate(batch)]))
-                        limit = max(1, size // 2)
-                        continue
-                    last = await self._answer(resp)
-                observer.on_next(Acked(last))
-
-    async def _answer(self, resp: aiohttp.ClientResponse) -> int:
-        if resp.status == 200:
-            try:
-                last = (await resp.json())["last"]
-            except (ValueError, KeyError, TypeError, aiohttp.ContentTypeError) as exc:
-                raise ProtocolError("http", "malformed POST answer") from exc
-            if type(last) is not int:
-                raise ProtocolError("http", "malformed POST answer")
-            return last
-        if resp.status == 409:
-            raise ProtocolError("http", "the hub saw a gap in our messages (409)", status=409)
-        if resp.status == 413:
-            raise ProtocolError("http", "the hub refused a message as too large (413)", fatal=True)
-        error = status_error("http", self.url, resp.status, resp.headers)
-        if resp.status < 500 and resp.status not in (408, 410, 429):
-            error.fatal = True
-        raise error
-
-    async def _quit(self, http: aiohttp.ClientSession, link: HttpLink) -> None:
-        """Tell the hub the session is over (bounded; best effort, it expires anyway)."""
-        hub, post = link.hub, link.post
-        if hub is None or hub.id is None or post is None:
-            return
-        body = wire.encode_batch(wire.Batch(hub.id, 1, (), ack=hub.received, close=True))
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(QUIT_TIMEOUT):
-                async with http.post(
-                    post, data=body, headers={"Content-Type": "application/json"}, ssl=self.ssl
-                ) as resp:
-                    await resp.read()
-
-
-class _Acker:
-    """Batches acknowledgements of received messages into a POST after a short delay."""
-
-    def __init__(self, link: HttpLink) -> None:
-        self._link = link
-        self.pending = False
-        self._timer: asyncio.TimerHandle | None = None
-
-    def due(self) -> None:
-        if self._timer is None and not self.pending:
-            self._timer = asyncio.get_running_loop().call_later(ACK_DELAY, self._fire)
-
-    def _fire(self) -> None:
-        self._timer = None
-        self.pending = True
-        self._link.wake.set()
-
-    def sent(self) -> None:
-        self.pending = False
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def cancel(self) -> None:
-        self.sent()
 
 
 http = HttpTransport

@@ -38,10 +38,9 @@ from typing import Any, Final
 
 import aiohttp
 from reactivex import abc
-from yarl import URL
 
 from .. import wire
-from ..errors import ConnectionLost, ProtocolError, RxconnError, TransportError, safe_url
+from ..errors import ConnectionLost, ProtocolError, RxconnError, safe_url
 from ..session import AckSchedule, HubSession
 from ..sse import SSEDecoder
 from ..transport import ALIVE, LinkContext, LinkEvent, Opened
@@ -57,8 +56,6 @@ __all__ = ["LongPollTransport", "longpoll"]
 
 LINK_HEADER: Final = "X-Rxconn-Link"
 HOLD_HEADER: Final = "X-Rxconn-Hold"
-MAX_REDIRECTS: Final = 5
-REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
 NAME: Final = "longpoll"
 
 
@@ -86,6 +83,7 @@ class LongPollTransport(AioTransport):
     """
 
     kind = NAME
+    dynamic_headers = True
 
     def __init__(
         self,
@@ -121,7 +119,14 @@ class LongPollTransport(AioTransport):
         self.max_batch_bytes = max_batch_bytes
         self.post_timeout = post_timeout
         self._post_options = PostOptions(
-            NAME, self.url, self.headers, max_batch, max_batch_bytes, post_timeout, ssl
+            NAME,
+            self.url,
+            self.headers,
+            max_batch,
+            max_batch_bytes,
+            post_timeout,
+            ssl,
+            resolve_headers=self._user_headers,
         )
         # No byte for this long while a poll waits: the link is dead.
         self._timeout = aiohttp.ClientTimeout(
@@ -165,7 +170,7 @@ class LongPollTransport(AioTransport):
         resp: aiohttp.ClientResponse | None = None
         try:
             async with opening:
-                resp = await self._get(http, self._headers(ctx.session, None))
+                resp = await self._get(http, await self._headers(ctx.session, None))
                 self._check(resp)
                 if resp.headers.get(wire.HUB_HEADER) != wire.HUB_VERSION:
                     raise ProtocolError(
@@ -209,7 +214,7 @@ class LongPollTransport(AioTransport):
         """One poll at a time, each sent as soon as the previous answer was read."""
         on_next = observer.on_next
         while True:
-            resp = await self._get(http, self._headers(hub, link_id))
+            resp = await self._get(http, await self._headers(hub, link_id))
             try:
                 if resp.status == 204:
                     await resp.read()  # nothing: the connection goes back to the pool
@@ -221,11 +226,12 @@ class LongPollTransport(AioTransport):
             finally:
                 resp.close()  # no-op after a release; aborts a half-read answer
 
-    def _headers(self, hub: object, link_id: str | None) -> dict[str, str]:
+    async def _headers(self, hub: object, link_id: str | None) -> dict[str, str]:
+        """A poll's headers: the user's (resolved now), the hub protocol, the resume point."""
         headers = {
             "Accept": "text/event-stream",
             "Cache-Control": "no-cache",
-            **self.headers,
+            **await self._user_headers(),
             wire.HUB_HEADER: wire.HUB_VERSION,
             HOLD_HEADER: f"{self.hold:g}",
         }
@@ -241,28 +247,7 @@ class LongPollTransport(AioTransport):
         self, http: aiohttp.ClientSession, headers: dict[str, str]
     ) -> aiohttp.ClientResponse:
         """GET a poll; follow only redirects on the URL's origin (the key goes nowhere else)."""
-        url = self._url
-        for _ in range(MAX_REDIRECTS + 1):
-            resp = await http.get(
-                url, headers=headers, timeout=self._timeout, ssl=self.ssl, allow_redirects=False
-            )
-            if resp.status not in REDIRECTS or "Location" not in resp.headers:
-                return resp
-            resp.close()
-            try:
-                target = url.join(URL(resp.headers["Location"]))
-                same_origin = target.origin() == self._url.origin()
-            except ValueError:
-                same_origin = False
-            if not same_origin:
-                raise TransportError(
-                    NAME,
-                    f"{safe_url(self.url)} redirects to another origin; not following it",
-                    status=resp.status,
-                    fatal=True,
-                )
-            url = target
-        raise TransportError(NAME, f"{safe_url(self.url)}: too many redirects", fatal=True)
+        return await self._get_on_origin(http, self._url, headers, self._timeout)
 
     def _check(self, resp: aiohttp.ClientResponse) -> None:
         """Raise for any answer but a 200 event stream (204 is handled by the caller)."""
@@ -326,7 +311,11 @@ class LongPollTransport(AioTransport):
         observer: abc.ObserverBase[LinkEvent],
     ) -> None:
         """An upgrade probe: one round trip to the hub that makes no session, then wait."""
-        headers = {**self.headers, wire.HUB_HEADER: wire.HUB_VERSION, wire.PROBE_HEADER: "1"}
+        headers = {
+            **await self._user_headers(),
+            wire.HUB_HEADER: wire.HUB_VERSION,
+            wire.PROBE_HEADER: "1",
+        }
         try:
             async with asyncio.timeout(self.open_timeout):
                 resp = await self._get(http, headers)
@@ -346,14 +335,14 @@ class LongPollTransport(AioTransport):
         hub = link.hub
         if hub is None or hub.id is None:
             return
-        headers = {
-            **self.headers,
-            wire.HUB_HEADER: wire.HUB_VERSION,
-            "Last-Event-ID": wire.encode_event_id(hub.id, hub.received),
-            wire.KEY_HEADER: hub.key or "",
-        }
         with contextlib.suppress(Exception):
             async with asyncio.timeout(QUIT_TIMEOUT):
+                headers = {
+                    **await self._user_headers(),
+                    wire.HUB_HEADER: wire.HUB_VERSION,
+                    "Last-Event-ID": wire.encode_event_id(hub.id, hub.received),
+                    wire.KEY_HEADER: hub.key or "",
+                }
                 async with http.delete(
                     self._url, headers=headers, ssl=self.ssl, allow_redirects=False
                 ) as resp:

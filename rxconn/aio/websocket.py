@@ -12,7 +12,8 @@ Lifecycle of one subscription (one link), all inside one task kept in
    fails the link when a pong is missing for that long.
 3. A close 1000/1001 completes; 1012/1013 fail with the advised delay; 1009
    (too big) and oversized frames fail with ``ProtocolError``; anything else
-   fails with ``ConnectionLost``. Handshake 401/403/404 are fatal, 429/503
+   fails with ``ConnectionLost``. Handshake 403/404 are fatal, a 401 is
+   retried once at once (with the ``headers`` callable called again), 429/503
    honour ``Retry-After``, 410 is ``SessionExpired``.
 4. Disposal cancels the task; its ``finally`` closes the socket, the
    response and the ``ClientSession`` if rxconn created it (a user-supplied
@@ -25,11 +26,11 @@ import asyncio
 import contextlib
 import math
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Final
 
 import aiohttp
-from reactivex import Observable, abc
+from reactivex import abc
 from yarl import URL
 
 from .. import wire
@@ -41,10 +42,12 @@ from ..errors import (
     TransportError,
     safe_url,
 )
-from ..session import ClientSession as HubSession
+from ..session import Accept, AckSchedule, HubSession
 from ..transport import ALIVE, Acked, LinkContext, LinkEvent, Opened, Payload
+from ._acks import AckTimer
+from ._base import AioTransport, Headers
 from ._errors import translate
-from ._links import serial_links
+from ._frames import FrameWriter
 from ._tasks import TASKS
 
 
@@ -53,9 +56,7 @@ __all__ = ["WebSocketLink", "WebSocketTransport", "websocket"]
 CLEAN_CLOSE_CODES: Final = frozenset({1000, 1001})
 ADVISED_DELAY: Final = {1012: 2.0, 1013: 5.0}
 """Seconds to wait after close 1012 (restart) / 1013 (try later) when the reason names none."""
-SESSION_GONE_CODE: Final = 4410
-ACK_EVERY: Final = 1024
-ACK_DELAY: Final = 0.05
+SESSION_GONE_CODE: Final = wire.SESSION_GONE_CODE
 CLOSE_TIMEOUT: Final = 2.0
 
 
@@ -72,24 +73,67 @@ def _ws_url(url: str) -> str:
     return str(parsed.with_scheme(scheme))
 
 
+_HTTP_SCHEME: Final = {"ws": "http", "wss": "https"}
+
+
+def _origin(url: URL) -> URL:
+    """``url``'s origin, with ws(s) counted as http(s) (a handshake may redirect across them)."""
+    return url.with_scheme(_HTTP_SCHEME.get(url.scheme, url.scheme)).origin()
+
+
+def _same_origin_redirects(url: str) -> aiohttp.TraceConfig:
+    """A trace hook that refuses a redirect to another origin (before aiohttp follows it)."""
+    origin = _origin(URL(url))
+
+    async def on_redirect(
+        _: aiohttp.ClientSession, __: Any, params: aiohttp.TraceRequestRedirectParams
+    ) -> None:
+        try:
+            target = params.url.join(URL(params.response.headers.get("Location", "")))
+            same = _origin(target) == origin
+        except ValueError:
+            same = False
+        if not same:
+            params.response.close()
+            raise TransportError(
+                "websocket",
+                f"{safe_url(url)} redirects to another origin; not following it "
+                "with the transport's headers",
+                status=params.response.status,
+                fatal=True,
+            )
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_redirect.append(on_redirect)
+    return trace
+
+
 class _Done(Exception):
     """Internal: the peer closed cleanly."""
 
 
-class WebSocketLink:
+class WebSocketLink(FrameWriter):
     """The writable side of one open WebSocket link; see :class:`rxconn.transport.Link`."""
 
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse, hub: HubSession | None) -> None:
-        self._ws = ws
-        self.hub = hub
+    def __init__(
+        self, ws: aiohttp.ClientWebSocketResponse, observer: abc.ObserverBase[LinkEvent]
+    ) -> None:
+        super().__init__(ws, v1=False)
+        self._observer = observer
+        self.hub: HubSession | None = None
         self._queue: deque[Payload] = deque()
-        self._ack: str | None = None  # only the newest ack matters: they are cumulative
-        self._wake = asyncio.Event()
         self._next_seq: int | None = None
+        self._last_written = 0
+        self._unreported = False
         self.closed = False
         self.quitting = False
         self.in_seq = 0
         """Sequence number of the last hub message seen on this link."""
+
+    def speak_v1(self, hub: HubSession) -> None:
+        """The handshake made this a session link: tag text, let the hub acknowledge."""
+        self.hub = hub
+        self.v1 = True
 
     def quit(self) -> None:
         """End the hub session when this link closes (``Connection.close()``)."""
@@ -104,54 +148,37 @@ class WebSocketLink:
         if skip < len(payloads):
             self._queue.extend(payloads[skip:] if skip else payloads)
             self._next_seq = first_seq + len(payloads)
-            self._wake.set()
+            self.wake()
 
-    def ack(self, frame: str) -> None:
-        """Queue an ack frame ahead of data, replacing any ack not yet sent."""
-        self._ack = frame
-        self._wake.set()
+    def due(self) -> Iterator[tuple[int, Payload]]:
+        queue = self._queue
+        while queue:
+            seq = (self._next_seq or 0) - len(queue)  # the head's number
+            yield seq, queue.popleft()
 
-    async def run_writer(self, observer: abc.ObserverBase[LinkEvent]) -> None:
-        """Send queued frames in order; for plain links, acknowledge each batch once sent."""
-        ws, queue = self._ws, self._queue
-        plain = self.hub is None
-        tag = wire.TAG_MESSAGE
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            if self._ack is not None:
-                frame, self._ack = self._ack, None
-                await ws.send_str(frame)
-            sent = 0
-            first = (self._next_seq or 0) - len(queue)  # seq of the queue's head
-            try:
-                while queue:
-                    payload = queue.popleft()
-                    if type(payload) is bytes:
-                        await ws.send_bytes(payload)
-                    elif plain:
-                        await ws.send_str(payload)  # type: ignore[arg-type]
-                    else:
-                        await ws.send_str(tag + payload)  # type: ignore[operator]
-                    sent += 1
-                    if self._ack is not None:
-                        break
-            finally:
-                # Plain links: what the socket took counts as accepted, even if a
-                # later frame of the batch failed (so it is not sent twice).
-                if plain and sent:
-                    observer.on_next(Acked(first + sent - 1))
-            if queue or self._ack is not None:
-                self._wake.set()
+    def written(self, seq: int) -> None:
+        self._last_written = seq
+        self._unreported = True
+
+    def flushed(self) -> None:
+        # Plain links: what the socket took counts as accepted, even if a later
+        # frame of the batch failed (so it is not sent twice).
+        if self._unreported and self.hub is None:
+            self._unreported = False
+            self._observer.on_next(Acked(self._last_written))
 
 
-class WebSocketTransport:
+class WebSocketTransport(AioTransport):
     """Describe WebSocket links to ``url`` (``ws(s)://`` or ``http(s)://``); opens nothing.
 
     Args:
         url: The endpoint; ``http(s)`` is turned into ``ws(s)``.
         protocols: Extra subprotocols to offer.
-        headers: Extra handshake headers (never logged).
+        headers: Extra handshake headers (never logged): a mapping, or a
+            callable (sync or async) returning one, called for every link
+            open so that a refreshed token is always used. A 401 on open
+            calls it once more and retries at once; a second 401 in a row
+            is fatal.
         heartbeat: Ping every ``heartbeat`` s; a pong missing that long is a dead link.
         open_timeout: Bound on the handshake (and the hub welcome).
         max_message_size: Larger inbound messages fail the link with ``ProtocolError``.
@@ -167,12 +194,15 @@ class WebSocketTransport:
         InvalidURL: for a URL without host or with another scheme.
     """
 
+    kind = "websocket"
+    dynamic_headers = True
+
     def __init__(
         self,
         url: str,
         *,
         protocols: Sequence[str] = (),
-        headers: Mapping[str, str] | None = None,
+        headers: Headers | None = None,
         heartbeat: float | None = 15.0,
         open_timeout: float = 10.0,
         max_message_size: int = 4 * 1024 * 1024,
@@ -181,36 +211,20 @@ class WebSocketTransport:
         ssl: Any = True,
         max_send_size: int | None = None,
     ) -> None:
-        self.url = _ws_url(url)
+        super().__init__(
+            _ws_url(url),
+            headers=headers,
+            open_timeout=open_timeout,
+            max_message_size=max_message_size,
+            max_send_size=max_send_size,
+            hub=hub,
+            session=session,
+            ssl=ssl,
+        )
         if heartbeat is not None and not heartbeat > 0:
             raise ValueError(f"heartbeat must be > 0 or None, got {heartbeat!r}")
-        if not open_timeout > 0:
-            raise ValueError(f"open_timeout must be > 0, got {open_timeout!r}")
-        if max_message_size < 1:
-            raise ValueError(f"max_message_size must be >= 1, got {max_message_size!r}")
         self.protocols = tuple(protocols)
-        self.headers = dict(headers or {})
         self.heartbeat = heartbeat
-        self.open_timeout = open_timeout
-        self.max_message_size = max_message_size
-        self.max_send_size = max_send_size
-        """The largest payload ``Connection.send()`` accepts (the server's limit), if known."""
-        self.hub = hub
-        self.session = session
-        self.ssl = ssl
-        self._key = f"websocket:{id(self)}"
-
-    @property
-    def name(self) -> str:
-        return "websocket"
-
-    def __repr__(self) -> str:
-        return f"websocket({safe_url(self.url)!r})"
-
-    def open(
-        self, scheduler: abc.SchedulerBase, context: LinkContext | None = None
-    ) -> Observable[LinkEvent]:
-        return serial_links(self._key, f"rxconn websocket {self.url}", self._run, context)
 
     # ------------------------------------------------------------- the task
 
@@ -226,7 +240,11 @@ class WebSocketTransport:
 
     async def _link(self, observer: abc.ObserverBase[LinkEvent], ctx: LinkContext) -> None:
         own = self.session is None
-        http = aiohttp.ClientSession() if own else self.session
+        # With headers of the user's, a handshake redirect to another origin is refused
+        # (aiohttp would carry every header but Authorization there). A user-supplied
+        # session follows its own redirect policy.
+        guard = [_same_origin_redirects(self.url)] if self.has_headers else []
+        http = aiohttp.ClientSession(trace_configs=guard) if own else self.session
         assert http is not None
         try:
             await self._connected(http, observer, ctx)
@@ -245,10 +263,11 @@ class WebSocketTransport:
             offer = (wire.SUBPROTOCOL, *offer)
         try:
             async with asyncio.timeout(self.open_timeout):
+                headers = await self._user_headers()  # a callable's: called for every link
                 ws = await http.ws_connect(
                     self.url,
                     protocols=offer,
-                    headers=self.headers,
+                    headers=headers,
                     autoping=False,
                     heartbeat=None,
                     max_msg_size=self.max_message_size,
@@ -258,8 +277,11 @@ class WebSocketTransport:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            raise translate("websocket", self.url, exc, opening=True) from exc
-        link = WebSocketLink(ws, None)
+            error = translate("websocket", self.url, exc, opening=True)
+            if error is exc:  # an rxconn error (the headers callable's, say): as it is
+                raise
+            raise error from exc
+        link = WebSocketLink(ws, observer)
         try:
             await self._serve(ws, link, observer, ctx)
         finally:
@@ -298,11 +320,10 @@ class WebSocketTransport:
         hub: HubSession | None = None
         next_seq: int | None = None
         if ws.protocol == wire.SUBPROTOCOL and not ctx.probe:  # a probe sends no hello
-            hub = ctx.session if isinstance(ctx.session, HubSession) else HubSession()
-            if not isinstance(ctx.session, HubSession):
-                ctx.session = hub
+            hub = ctx.session = ctx.session or HubSession()
             next_seq = await self._handshake(ws, hub, link)
-        link.hub = hub
+        if hub is not None:
+            link.speak_v1(hub)
         if ctx.probe:
             await self._probe(ws)
         observer.on_next(Opened(link, "websocket", next_seq))
@@ -310,7 +331,7 @@ class WebSocketTransport:
         # Children of this task: awaited below, so they are not TASKS' to report.
         tasks = [
             asyncio.create_task(self._read(ws, link, hub, observer, pongs)),
-            asyncio.create_task(link.run_writer(observer)),
+            asyncio.create_task(link.run()),
         ]
         if self.heartbeat is not None:
             tasks.append(asyncio.create_task(self._heartbeat(ws, pongs)))
@@ -340,19 +361,25 @@ class WebSocketTransport:
     ) -> int:
         """rxconn.v1: present the session, wait for the welcome; return the next seq to send."""
         last = hub.received if hub.id is not None else 0
-        await ws.send_str(wire.encode_hello(wire.Hello(hub.id, last)))
+        await ws.send_str(wire.encode_hello(wire.Hello(hub.id, last, hub.key)))
         try:
             async with asyncio.timeout(self.open_timeout):
                 msg = await ws.receive()
         except TimeoutError as exc:
             raise translate("websocket", self.url, exc, opening=True) from exc
         if msg.type is aiohttp.WSMsgType.TEXT:
+            tag = msg.data[:1]
             try:
                 control = wire.decode_control(msg.data)
             except wire.WireError as exc:
-                raise ProtocolError("websocket", f"bad welcome: {exc}", fatal=True) from exc
+                # A welcome or refusal we cannot read is a broken hub (retried, with
+                # backoff); any other first frame means the peer does not speak rxconn.v1.
+                broken_hub = tag in (wire.TAG_WELCOME, wire.TAG_REFUSAL)
+                raise ProtocolError(
+                    "websocket", f"bad welcome: {exc}", fatal=not broken_hub
+                ) from exc
             if isinstance(control, wire.Welcome):
-                hub.start(control.session, control.resumed)
+                hub.start(control.session, control.resumed, control.key)
                 # The hub numbers what it sends from our "last" on (from 0 when new).
                 link.in_seq = last if control.resumed else 0
                 return control.last + 1
@@ -414,35 +441,23 @@ class WebSocketTransport:
         inbound = hub.inbound
         assert inbound is not None
         seq = link.in_seq
-        unacked = 0
-        loop = asyncio.get_running_loop()
-        ack_timer: asyncio.TimerHandle | None = None
-
-        def send_ack() -> None:
-            nonlocal unacked, ack_timer
-            ack_timer = None
-            unacked = 0
-            link.ack(wire.encode_ack(inbound.received))
-
+        acks = AckTimer(AckSchedule(), lambda: link.ack(inbound.received))
+        delivered = acks.delivered
+        DELIVER, GAP = Accept.DELIVER, Accept.GAP
+        tag = wire.TAG_MESSAGE  # wire.is_text_data / decode_text, inlined: the hot path
         try:
             while True:
                 msg = await ws.receive()
                 kind = msg.type
-                if kind is BINARY or (kind is TEXT and msg.data[:1] == wire.TAG_MESSAGE):
+                if kind is BINARY or (kind is TEXT and msg.data[:1] == tag):
                     data = msg.data if kind is BINARY else msg.data[1:]
                     seq += 1
                     verdict = inbound.accept(seq)
-                    if verdict:
+                    if verdict is DELIVER:
                         on_next(data)
-                    elif verdict is None:
+                    elif verdict is GAP:
                         raise ProtocolError("websocket", f"gap in the hub's messages at {seq}")
-                    unacked += 1
-                    if unacked >= ACK_EVERY:
-                        if ack_timer is not None:
-                            ack_timer.cancel()
-                        send_ack()
-                    elif ack_timer is None:
-                        ack_timer = loop.call_later(ACK_DELAY, send_ack)
+                    delivered()
                 elif kind is TEXT:
                     try:
                         control = wire.decode_control(msg.data)
@@ -460,8 +475,7 @@ class WebSocketTransport:
                 else:
                     await self._not_data(ws, msg, pongs, on_next)
         finally:
-            if ack_timer is not None:
-                ack_timer.cancel()
+            acks.cancel()
 
     async def _not_data(
         self,

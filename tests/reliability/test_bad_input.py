@@ -784,6 +784,12 @@ async def test_error_status_on_every_endpoint_is_typed_and_loses_nothing(
         expected = ERROR_CLASS.get(status, TransportError)
         assert isinstance(failure.error, expected), failure.error
         assert failure.error.status == status
+        if status == 401 and endpoint != "messages":
+            # A 401 at open gets one immediate retry (refreshed credentials); here the
+            # gate refuses 3 times, so the second 401 in a row is fatal.
+            assert failure.retry_in == 0.0
+            failure = await reach(conn, lambda s: isinstance(s, Errored) and s.retry_in is None)
+            assert isinstance(failure, Errored)
         if status in FATAL[endpoint]:
             assert failure.retry_in is None
             await asyncio.sleep(0.2)
