@@ -40,8 +40,11 @@ def retry_with_backoff(
         S-a--R--S-a--#
 
     Before each subscription it emits ``AttemptStarted(n)``; after a retryable
-    failure ``Retrying(error, n, delay)`` (``delay`` is the error's
-    ``retry_after`` if the server advised one, else ``backoff.delay(n)``).
+    failure ``Retrying(error, n, delay, advised)`` (``delay`` is the error's
+    ``retry_after`` if the server advised a longer one, else ``backoff.delay(n)``).
+    A 410 (``SessionExpired``: the hub answered, the session is new) and a
+    first 401 at open (credentials to refresh) are retried at once, each only
+    once until a link opens; a second 401 in a row passes through as fatal.
     A non-retryable error passes through at once; after ``max_attempts``
     failures in a row it errors with ``RetriesExhausted`` (``__cause__``: the
     last error). An item for which ``is_open`` is true starts a

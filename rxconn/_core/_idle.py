@@ -9,7 +9,9 @@ after the last arrival (exactly ``seconds`` after opening if nothing ever came).
 The connection also uses it as its *fast lane*: with ``sink``, payloads
 (``str``/``bytes``) that arrive once the link is open go straight to ``sink``
 instead of down the operator chain, so a message costs a few calls rather than
-one per operator; everything else (opened, acks, errors) still flows downstream.
+one per operator; everything else (opened, acks, errors) still flows downstream. A
+:class:`~rxconn.diagnostics.Diagnostic` flows downstream untouched and does not
+count as an arrival: an upgrade probe's report says nothing about the active link.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any, TypeVar
 from reactivex import Observable, abc
 from reactivex.disposable import CompositeDisposable, SerialDisposable, SingleAssignmentDisposable
 
+from ..diagnostics import Diagnostic
 from ._scheduling import pick_scheduler
 
 
@@ -74,10 +77,12 @@ def idle_timeout_(
             def on_next(value: _T) -> None:
                 nonlocal seen, armed
                 if armed:
-                    seen = True
                     if sink is not None and (type(value) is str or type(value) is bytes):
+                        seen = True
                         sink(value)
                         return
+                    if type(value) is not Diagnostic:  # a report, not a sign of life
+                        seen = True
                 elif is_open(value):
                     armed = True
                     if seconds is not None:

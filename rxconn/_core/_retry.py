@@ -22,11 +22,18 @@ from reactivex.disposable import (
 )
 
 from ..backoff import Backoff
-from ..errors import RetriesExhausted
+from ..errors import RetriesExhausted, SessionExpired, TransportError
 from ._scheduling import pick_scheduler
 
 
-__all__ = ["AttemptStarted", "Paused", "RetryEvent", "Retrying", "retry_with_backoff_"]
+__all__ = [
+    "AttemptStarted",
+    "Paused",
+    "RetryEvent",
+    "Retrying",
+    "renews_credentials",
+    "retry_with_backoff_",
+]
 
 _T = TypeVar("_T")
 
@@ -40,11 +47,17 @@ class AttemptStarted:
 
 @dataclass(frozen=True, slots=True)
 class Retrying:
-    """Attempt ``attempt`` failed with ``error``; the next one starts in ``delay`` seconds."""
+    """Attempt ``attempt`` failed with ``error``; the next one starts in ``delay`` seconds.
+
+    ``advised`` is the server's advice (``retry_after``, in seconds) when it set
+    ``delay`` (it asked for at least the backoff's wait); ``None`` when the
+    backoff (or an immediate renewal) did.
+    """
 
     error: Exception
     attempt: int
     delay: float
+    advised: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,18 +74,30 @@ MAX_ADVICE = 3600.0
 """Longest server-advised wait honoured, in seconds (longer advice is capped)."""
 
 
-def _delay(backoff: Backoff, attempt: int, advised: object) -> float:
-    """The wait before the next attempt: the server's advice, but never a storm.
+def _delay(backoff: Backoff, attempt: int, advised: object) -> tuple[float, float | None]:
+    """The wait before the next attempt, and the advice if it set it: never a storm.
 
-    Advice (``retry_after``) is honoured when it asks for *longer* than the
-    backoff; it can never shorten it, so a server that advises 0 (SSE
+    Advice (``retry_after``) is honoured when it asks for at least the
+    backoff's wait; it can never shorten it, so a server that advises 0 (SSE
     ``retry: 0``, ``Retry-After: 0``, a 410 on every resume) still gets the
     growing schedule. Nonsense advice (negative, NaN, infinite) is ignored.
     """
     computed = backoff.delay(attempt)
     if isinstance(advised, int | float) and math.isfinite(advised) and advised >= 0:
-        return max(computed, min(float(advised), MAX_ADVICE))
-    return computed
+        capped = min(float(advised), MAX_ADVICE)
+        if capped >= computed:
+            return capped, float(advised)
+    return computed, None
+
+
+def renews_credentials(error: Exception) -> bool:
+    """Whether ``error`` is a 401 at open, worth one immediate try with fresh credentials.
+
+    The transports call a ``headers`` callable again for every link, so the
+    retry presents a refreshed token. A 401 marked ``fatal`` (a POST refused
+    twice in a row, which already had its renewal) is not renewed.
+    """
+    return isinstance(error, TransportError) and error.status == 401 and not error.fatal
 
 
 def retry_with_backoff_(
@@ -101,6 +126,8 @@ def retry_with_backoff_(
             paused = False
             stopped = False
             waiting = False  # between a failure and the retry timer firing
+            renewed = False  # a 410 was retried at once since the last open link
+            reauthorized = False  # a 401 was retried at once since the last open link
             last_error: Exception | None = None
 
             def start() -> None:
@@ -116,10 +143,12 @@ def retry_with_backoff_(
                 watching = is_open is not None  # until the link opened (then skip the check)
 
                 def on_next(value: _T) -> None:
-                    nonlocal watching
+                    nonlocal watching, renewed, reauthorized
                     if mine == generation:
                         if watching and is_open is not None and is_open(value):
                             watching = False
+                            renewed = False
+                            reauthorized = False
                             stable.disposable = sched.schedule_relative(
                                 backoff.stable_after, settle
                             )
@@ -166,18 +195,23 @@ def retry_with_backoff_(
                 observer.on_error(error)
 
             def fail(error: Exception) -> None:
-                nonlocal attempt, generation, last_error, paused, waiting
+                nonlocal attempt, generation, last_error, paused, waiting, renewed, reauthorized
                 generation += 1  # the failed attempt can no longer speak
                 stable.disposable = Disposable()
                 last_error = error
-                try:
-                    retryable = is_retryable(error)
-                except Exception as policy_error:  # a user policy that raises is reported
-                    give_up(policy_error)
-                    return
-                if not retryable:
-                    give_up(error)
-                    return
+                # A 401 at open: once (until a link opens), retry at once, so that the
+                # transport asks its headers callable for a fresh token; a second 401
+                # in a row is left to the policy, for which 401 is fatal.
+                reauthorize = not reauthorized and renews_credentials(error)
+                if not reauthorize:
+                    try:
+                        retryable = is_retryable(error)
+                    except Exception as policy_error:  # a user policy that raises is reported
+                        give_up(policy_error)
+                        return
+                    if not retryable:
+                        give_up(error)
+                        return
                 if backoff.gives_up_after(attempt):
                     exhausted = RetriesExhausted(attempt + 1)
                     exhausted.__cause__ = error
@@ -188,12 +222,21 @@ def retry_with_backoff_(
                     current.disposable = Disposable()
                     observer.on_next(Paused(error))
                     return
-                delay = _delay(backoff, attempt, getattr(error, "retry_after", None))
+                delay, advised = _delay(backoff, attempt, getattr(error, "retry_after", None))
+                if isinstance(error, SessionExpired) and not renewed:
+                    # The hub answered (the link is healthy) but no longer knows our
+                    # session: open a new one at once. Only once until a link opens,
+                    # so a hub that answers 410 to everything still gets the backoff.
+                    renewed = True
+                    delay, advised = 0.0, None
+                elif reauthorize:
+                    reauthorized = True
+                    delay, advised = 0.0, None
                 failed = attempt
                 attempt += 1
                 waiting = True
                 current.disposable = sched.schedule_relative(delay, restart)
-                observer.on_next(Retrying(error, failed, delay))
+                observer.on_next(Retrying(error, failed, delay, advised))
 
             def on_online(value: bool) -> None:
                 nonlocal is_online, attempt, paused, waiting
