@@ -8,17 +8,23 @@ state and messages as observables.
 
 from __future__ import annotations
 
-from . import aio, errors, states, testing, transport
+import logging
+
+from . import aio, diagnostics, errors, receipts, states, testing, transport
 from ._core._fallback import Fallback, fallback
 from ._shortcuts import connection
 from .aio.httplink import http
+from .aio.longpoll import longpoll
 from .aio.websocket import websocket
 from .backoff import Backoff
 from .connection import Connection
+from .diagnostics import Diagnostic
 from .errors import (
     BufferFullError,
     ConnectionClosedError,
     ConnectionLost,
+    Dropped,
+    Expired,
     InvalidURL,
     MessageTooLarge,
     OpenTimeout,
@@ -28,11 +34,16 @@ from .errors import (
     SessionExpired,
     TransportError,
 )
+from .receipts import Delivered, Drop, Receipt
 from .states import Connected, Connecting, Disconnected, Errored, State
 from .transport import Link, LinkContext, Transport
 
 
 __version__ = "0.1.0.dev0"
+
+# A library adds no output of its own: an app that configured no logging must not
+# get rxconn's warnings on stderr (the "last resort" handler). Apps opt in as usual.
+logging.getLogger("rxconn").addHandler(logging.NullHandler())
 
 __all__ = [
     "Backoff",
@@ -42,8 +53,13 @@ __all__ = [
     "Connection",
     "ConnectionClosedError",
     "ConnectionLost",
+    "Delivered",
+    "Diagnostic",
     "Disconnected",
+    "Drop",
+    "Dropped",
     "Errored",
+    "Expired",
     "Fallback",
     "InvalidURL",
     "MessageTooLarge",
@@ -51,6 +67,7 @@ __all__ = [
     "LinkContext",
     "OpenTimeout",
     "ProtocolError",
+    "Receipt",
     "RetriesExhausted",
     "RxconnError",
     "SessionExpired",
@@ -59,9 +76,12 @@ __all__ = [
     "TransportError",
     "aio",
     "connection",
+    "diagnostics",
     "errors",
     "fallback",
     "http",
+    "longpoll",
+    "receipts",
     "states",
     "testing",
     "transport",

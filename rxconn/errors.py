@@ -6,6 +6,8 @@
         * ConnectionLost      (an open link died: reset, missed pong, idle, peer closed)
         * ProtocolError       (the peer broke the SSE, wire or WebSocket rules)
     * BufferFullError         (``send()`` past ``max_buffer``)
+    * Dropped                 (a receipt's error: the ``overflow`` policy dropped the payload)
+        * Expired             (a receipt's error: the payload waited unsent longer than ``ttl``)
     * MessageTooLarge         (also a ValueError: a payload the transport cannot carry)
     * ConnectionClosedError   (``send()``/``connect()`` after ``close()``)
     * RetriesExhausted        (``max_attempts`` failed in a row; ``__cause__`` is the last error)
@@ -25,6 +27,8 @@ __all__ = [
     "BufferFullError",
     "ConnectionClosedError",
     "ConnectionLost",
+    "Dropped",
+    "Expired",
     "OpenTimeout",
     "ProtocolError",
     "RetriesExhausted",
@@ -67,7 +71,7 @@ class TransportError(RxconnError):
         retry_after: float | None = None,
         fatal: bool = False,
     ) -> None:
-        super().__init__(transport, reason, status)
+        super().__init__(transport, reason)  # the rest is in __dict__: pickling keeps it
         self.transport = transport
         self.reason = reason
         self.status = status
@@ -115,6 +119,32 @@ class BufferFullError(RxconnError):
 
     def __str__(self) -> str:
         return f"outbound buffer full ({self.max_buffer} payloads not yet accepted)"
+
+
+class Dropped(RxconnError):
+    """A receipt's error: the payload will never be sent; it is also on ``Connection.drops``.
+
+    ``reason`` is ``"overflow"`` (refused or evicted by ``Connection(overflow=...)``)
+    or ``"expired"`` (see :class:`Expired`).
+    """
+
+    reason = "overflow"
+
+    def __str__(self) -> str:
+        return "payload dropped: the outbound buffer was full (overflow policy)"
+
+
+class Expired(Dropped):
+    """A receipt's error: the payload waited unsent longer than ``Connection(ttl=...)``."""
+
+    reason = "expired"
+
+    def __init__(self, ttl: float) -> None:
+        super().__init__(ttl)
+        self.ttl = ttl
+
+    def __str__(self) -> str:
+        return f"payload expired: not sent within ttl={self.ttl:g} s"
 
 
 class MessageTooLarge(RxconnError, ValueError):

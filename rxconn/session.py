@@ -23,7 +23,7 @@ import enum
 import itertools
 import logging
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -224,6 +224,9 @@ class HubSession:
     inbound: Inbound | None = None
     resets: int = 0
     """How many times the hub did not resume our session and a new one began."""
+    on_reset: Callable[[int], None] | None = field(default=None, repr=False)
+    """Called with ``resets`` right after each reset (the connection reports it as a
+    ``session_reset`` diagnostic); it must not raise."""
 
     def __post_init__(self) -> None:
         if self.inbound is None:
@@ -251,18 +254,26 @@ class HubSession:
                     "continuing in a new one"
                 )
                 logger.debug("rxconn: session %s replaced by %s", self.id, session_id)
+            replaced = self.id is not None
             self.inbound = Inbound()
             self.key = key
-        elif key is not None:
+            self.id = session_id
+            if replaced and self.on_reset is not None:
+                self.on_reset(self.resets)
+            return
+        if key is not None:
             self.key = key
         self.id = session_id
 
     def forget(self) -> None:
         """Drop the session (the hub no longer knows it): the next link starts a new one."""
-        if self.id is not None:
+        known = self.id is not None
+        if known:
             self.resets += 1
             logger.warning("rxconn: our hub session expired or is unknown to the hub (410)")
             logger.debug("rxconn: session %s forgotten", self.id)
         self.id = None
         self.key = None
         self.inbound = Inbound()
+        if known and self.on_reset is not None:
+            self.on_reset(self.resets)
