@@ -22,17 +22,23 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import reactivex as rx
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 from reactivex.testing.subscription import Subscription
 
-from .transport import ALIVE, Acked, LinkContext, LinkEvent, Opened, Payload
+from .transport import ALIVE, Acked, LinkContext, LinkEvent, Opened, Payload, Transport
 
 
-__all__ = ["FakeLink", "FakeTransport", "Write"]
+if TYPE_CHECKING:
+    from reactivex.testing import TestScheduler
+
+    from .connection import Connection
+
+
+__all__ = ["FakeLink", "FakeTransport", "Write", "timeline", "virtual_connection"]
 
 
 def _clock(scheduler: abc.SchedulerBase) -> Any:
@@ -193,3 +199,39 @@ def _as_event(value: Any) -> LinkEvent:
         return str(value)
     event: LinkEvent = value
     return event
+
+
+def virtual_connection(
+    transport: Transport, scheduler: TestScheduler, **options: Any
+) -> Connection:
+    """A :class:`~rxconn.Connection` on ``transport`` in virtual time, for marble tests.
+
+    Its timers run on ``scheduler``; the idle timeout is off unless ``options``
+    set one (a fake link proves no life by itself); other ``options`` are the
+    connection's (``backoff=``, ``max_buffer=``, ...).
+    """
+    from .connection import Connection
+
+    options.setdefault("idle_timeout", None)
+    return Connection(transport, scheduler=scheduler, **options)
+
+
+def timeline(
+    observable: Observable[Any],
+    scheduler: TestScheduler,
+    until: float,
+    *,
+    dispose_at: float | None = None,
+) -> list[tuple[float, Any]]:
+    """Subscribe now and run ``scheduler`` to ``until``: every item with its virtual tick.
+
+    ``dispose_at`` disposes the subscription at that tick (to prove teardown).
+    """
+    items: list[tuple[float, Any]] = []
+    subscription = observable.subscribe(
+        lambda item: items.append((scheduler.clock, item)), scheduler=scheduler
+    )
+    if dispose_at is not None:
+        scheduler.schedule_absolute(dispose_at, lambda *_: subscription.dispose())
+    scheduler.advance_to(until)
+    return items

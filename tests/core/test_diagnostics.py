@@ -19,7 +19,6 @@ from rxconn import (
     Backoff,
     Connected,
     Connecting,
-    Connection,
     ConnectionLost,
     Diagnostic,
     Errored,
@@ -29,7 +28,7 @@ from rxconn import (
     fallback,
 )
 from rxconn.diagnostics import DIAGNOSTIC_KINDS, diagnostic
-from rxconn.testing import FakeTransport
+from rxconn.testing import FakeTransport, virtual_connection
 from rxconn.transport import LinkContext, LinkEvent, Opened
 
 
@@ -47,8 +46,7 @@ class Run:
     def __init__(self, transport: Any, **options: Any) -> None:
         self.scheduler = TestScheduler()
         options.setdefault("backoff", NO_JITTER)
-        options.setdefault("idle_timeout", None)
-        self.conn = Connection(transport, scheduler=self.scheduler, **options)
+        self.conn = virtual_connection(transport, self.scheduler, **options)
         self.diagnostics: list[tuple[float, Diagnostic]] = []
         self.states: list[tuple[float, object]] = []
         self.completed: list[float] = []

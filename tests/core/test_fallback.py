@@ -16,7 +16,7 @@ from rxconn import (
     TransportError,
     fallback,
 )
-from rxconn.testing import FakeTransport
+from rxconn.testing import FakeTransport, timeline, virtual_connection
 
 
 subscribe = ReactiveTest.subscribe
@@ -36,18 +36,9 @@ def run(
     dispose_at: float | None = None,
 ) -> tuple[Connection, list[tuple[float, object]]]:
     s = TestScheduler()
-    conn = Connection(
-        fallback(ws, http, timeout=timeout, upgrade_interval=upgrade_interval),
-        backoff=NO_JITTER,
-        idle_timeout=None,
-        scheduler=s,
-    )
-    states = s.create_observer()
-    sub = conn.state.subscribe(states)
-    if dispose_at is not None:
-        s.schedule_absolute(dispose_at, lambda *_: sub.dispose())
-    s.advance_to(until)
-    return conn, [(m.time, m.value.value) for m in states.messages]
+    both = fallback(ws, http, timeout=timeout, upgrade_interval=upgrade_interval)
+    conn = virtual_connection(both, s, backoff=NO_JITTER)
+    return conn, timeline(conn.state, s, until, dispose_at=dispose_at)
 
 
 def test_websocket_first() -> None:

@@ -24,7 +24,7 @@ from rxconn import (
     fallback,
 )
 from rxconn._core._memory import FallbackMemory
-from rxconn.testing import FakeTransport
+from rxconn.testing import FakeTransport, timeline, virtual_connection
 from rxconn.transport import LinkContext
 
 
@@ -43,16 +43,9 @@ def run(
 ) -> tuple[Connection, list[tuple[float, State]]]:
     """Connect over ``fallback(*transports)`` at 0; every state with its tick until ``until``."""
     s = TestScheduler()
-    conn = Connection(
-        fallback(*transports, timeout=2.0, upgrade_interval=upgrade_interval),
-        backoff=NO_JITTER,
-        idle_timeout=None,
-        scheduler=s,
-    )
-    states: list[tuple[float, State]] = []
-    conn.state.subscribe(lambda state: states.append((s.clock, state)))
-    s.advance_to(until)
-    return conn, states
+    chain = fallback(*transports, timeout=2.0, upgrade_interval=upgrade_interval)
+    conn = virtual_connection(chain, s, backoff=NO_JITTER)
+    return conn, timeline(conn.state, s, until)
 
 
 def starts(transport: FakeTransport) -> list[float]:

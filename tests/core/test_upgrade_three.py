@@ -31,7 +31,7 @@ from rxconn._core._chain import one_pass_
 from rxconn._core._memory import FallbackMemory
 from rxconn._core._upgrade import Phase, Upgrades
 from rxconn.diagnostics import Diagnostic
-from rxconn.testing import FakeTransport
+from rxconn.testing import FakeTransport, timeline, virtual_connection
 from rxconn.transport import LinkContext, LinkEvent
 
 
@@ -56,23 +56,16 @@ def run(
 ) -> tuple[Connection, list[tuple[float, State]]]:
     """Connect over ``fallback(ws, sse, poll)`` at 0; every state with its tick until ``until``."""
     s = TestScheduler()
-    conn = Connection(
-        fallback(
-            ws,
-            sse,
-            poll,
-            timeout=timeout,
-            upgrade_interval=upgrade_interval,
-            max_upgrade_interval=max_upgrade_interval,
-        ),
-        backoff=NO_JITTER,
-        idle_timeout=None,
-        scheduler=s,
+    chain = fallback(
+        ws,
+        sse,
+        poll,
+        timeout=timeout,
+        upgrade_interval=upgrade_interval,
+        max_upgrade_interval=max_upgrade_interval,
     )
-    states: list[tuple[float, State]] = []
-    conn.state.subscribe(lambda state: states.append((s.clock, state)))
-    s.advance_to(until)
-    return conn, states
+    conn = virtual_connection(chain, s, backoff=NO_JITTER)
+    return conn, timeline(conn.state, s, until)
 
 
 def open_at_once(*transports: FakeTransport) -> list[tuple[float, float]]:
