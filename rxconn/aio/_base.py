@@ -27,12 +27,21 @@ import aiohttp
 from reactivex import Observable, abc
 from yarl import URL
 
-from ..errors import RxconnError, TransportError, safe_url
+from ..errors import InvalidURL, RxconnError, TransportError, safe_url
 from ..transport import LinkContext, LinkEvent
 from ._links import serial_links
+from ._posting import PostOptions
 
 
-__all__ = ["MAX_REDIRECTS", "REDIRECT_STATUSES", "AioTransport", "Headers", "HeadersFactory"]
+__all__ = [
+    "MAX_REDIRECTS",
+    "REDIRECT_STATUSES",
+    "AioTransport",
+    "Headers",
+    "HeadersFactory",
+    "PostingTransport",
+    "http_url",
+]
 
 MAX_REDIRECTS: Final = 5
 REDIRECT_STATUSES: Final = frozenset({301, 302, 303, 307, 308})
@@ -192,3 +201,67 @@ class AioTransport:
                     fatal=True,
                 )
         raise TransportError(self.kind, f"{safe_url(self.url)}: too many redirects", fatal=True)
+
+
+def http_url(url: str) -> URL:
+    """``url`` parsed, if it is an ``http(s)`` URL with a host.
+
+    Raises:
+        InvalidURL: otherwise.
+    """
+    try:
+        parsed = URL(url)
+    except (ValueError, TypeError) as exc:
+        raise InvalidURL(str(url), "cannot be parsed") from exc
+    if parsed.scheme not in ("http", "https"):
+        raise InvalidURL(url, "scheme must be http or https")
+    if not parsed.host:
+        raise InvalidURL(url, "no host")
+    return parsed
+
+
+class PostingTransport(AioTransport):
+    """Base of the HTTP transports (SSE and long polling): an ``http(s)`` URL and the
+    POST side they share (batches of at most ``max_batch`` messages and
+    ``max_batch_bytes``, each POST bounded by ``post_timeout``)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        headers: Headers | None,
+        open_timeout: float,
+        max_message_size: int,
+        max_batch: int,
+        max_batch_bytes: int,
+        post_timeout: float,
+        hub: bool,
+        session: aiohttp.ClientSession | None,
+        ssl: Any,
+    ) -> None:
+        self._url = http_url(url)
+        super().__init__(
+            str(self._url),
+            headers=headers,
+            open_timeout=open_timeout,
+            max_message_size=max_message_size,
+            max_send_size=max_message_size,
+            hub=hub,
+            session=session,
+            ssl=ssl,
+        )
+        if max_batch < 1 or max_batch_bytes < 1:
+            raise ValueError("max_batch and max_batch_bytes must be >= 1")
+        self.max_batch = max_batch
+        self.max_batch_bytes = max_batch_bytes
+        self.post_timeout = post_timeout
+        self._post_options = PostOptions(
+            self.kind,
+            self.url,
+            self.headers,
+            max_batch,
+            max_batch_bytes,
+            post_timeout,
+            ssl,
+            resolve_headers=self._user_headers,
+        )

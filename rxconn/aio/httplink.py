@@ -32,18 +32,17 @@ from typing import Any, Final
 
 import aiohttp
 from reactivex import abc
-from yarl import URL
 
 from .. import wire
-from ..errors import ConnectionLost, InvalidURL, ProtocolError, TransportError, safe_url
+from ..errors import ConnectionLost, ProtocolError, TransportError, safe_url
 from ..session import AckSchedule, HubSession
 from ..sse import SSEDecoder
 from ..transport import ALIVE, LinkContext, LinkEvent, Opened
 from ._acks import AckTimer
-from ._base import AioTransport, Headers
+from ._base import Headers, PostingTransport
 from ._errors import status_error, translate
 from ._hubstream import adopt_session, deliver_events
-from ._posting import PostingLink, PostOptions
+from ._posting import PostingLink
 
 
 __all__ = ["HttpLink", "HttpTransport", "http"]
@@ -56,18 +55,6 @@ MAX_RETRY_MS: Final = 3_600_000
 """The longest SSE ``retry:`` advice taken, in ms (a 400-digit value is not an hour's wait)."""
 
 
-def _http_url(url: str) -> URL:
-    try:
-        parsed = URL(url)
-    except (ValueError, TypeError) as exc:
-        raise InvalidURL(str(url), "cannot be parsed") from exc
-    if parsed.scheme not in ("http", "https"):
-        raise InvalidURL(url, "scheme must be http or https")
-    if not parsed.host:
-        raise InvalidURL(url, "no host")
-    return parsed
-
-
 @dataclass
 class _StreamState:
     """What one connection's HTTP links remember between them (``LinkContext.connection``)."""
@@ -76,7 +63,7 @@ class _StreamState:
     retry: float | None = None  # the server's last ``retry:`` advice, in seconds
 
 
-class HttpTransport(AioTransport):
+class HttpTransport(PostingTransport):
     """Describe HTTP links (SSE down, POST up) to the event stream at ``url``; opens nothing.
 
     Args:
@@ -123,33 +110,19 @@ class HttpTransport(AioTransport):
         session: aiohttp.ClientSession | None = None,
         ssl: Any = True,
     ) -> None:
-        self._url = _http_url(url)
         super().__init__(
-            str(self._url),
+            url,
             headers=headers,
             open_timeout=open_timeout,
             max_message_size=max_message_size,
-            max_send_size=max_message_size,
+            max_batch=max_batch,
+            max_batch_bytes=max_batch_bytes,
+            post_timeout=post_timeout,
             hub=hub,
             session=session,
             ssl=ssl,
         )
-        if max_batch < 1 or max_batch_bytes < 1:
-            raise ValueError("max_batch and max_batch_bytes must be >= 1")
         self.event_types = None if event_types is None else frozenset(event_types)
-        self.max_batch = max_batch
-        self.max_batch_bytes = max_batch_bytes
-        self.post_timeout = post_timeout
-        self._post_options = PostOptions(
-            self.kind,
-            self.url,
-            self.headers,
-            max_batch,
-            max_batch_bytes,
-            post_timeout,
-            ssl,
-            resolve_headers=self._user_headers,
-        )
 
     def _state(self, ctx: LinkContext) -> _StreamState:
         state = ctx.connection.get(self._key)

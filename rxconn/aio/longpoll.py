@@ -45,11 +45,10 @@ from ..session import AckSchedule, HubSession
 from ..sse import SSEDecoder
 from ..transport import ALIVE, LinkContext, LinkEvent, Opened
 from ._acks import AckTimer
-from ._base import AioTransport
+from ._base import PostingTransport
 from ._errors import status_error, translate
 from ._hubstream import adopt_session, deliver_events
-from ._posting import QUIT_TIMEOUT, PostingLink, PostOptions
-from .httplink import _http_url
+from ._posting import QUIT_TIMEOUT, PostingLink
 
 
 __all__ = ["LongPollTransport", "longpoll"]
@@ -59,7 +58,7 @@ HOLD_HEADER: Final = "X-Rxconn-Hold"
 NAME: Final = "longpoll"
 
 
-class LongPollTransport(AioTransport):
+class LongPollTransport(PostingTransport):
     """Describe long-poll links to the hub's poll endpoint at ``url``; opens nothing.
 
     Args:
@@ -99,35 +98,21 @@ class LongPollTransport(AioTransport):
         session: aiohttp.ClientSession | None = None,
         ssl: Any = True,
     ) -> None:
-        self._url = _http_url(url)
         super().__init__(
-            str(self._url),
+            url,
             headers=headers,
             open_timeout=open_timeout,
             max_message_size=max_message_size,
-            max_send_size=max_message_size,
+            max_batch=max_batch,
+            max_batch_bytes=max_batch_bytes,
+            post_timeout=post_timeout,
             hub=True,
             session=session,
             ssl=ssl,
         )
         if not hold > 0:
             raise ValueError(f"hold must be > 0, got {hold!r}")
-        if max_batch < 1 or max_batch_bytes < 1:
-            raise ValueError("max_batch and max_batch_bytes must be >= 1")
         self.hold = hold
-        self.max_batch = max_batch
-        self.max_batch_bytes = max_batch_bytes
-        self.post_timeout = post_timeout
-        self._post_options = PostOptions(
-            NAME,
-            self.url,
-            self.headers,
-            max_batch,
-            max_batch_bytes,
-            post_timeout,
-            ssl,
-            resolve_headers=self._user_headers,
-        )
         # No byte for this long while a poll waits: the link is dead.
         self._timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=open_timeout, sock_read=hold + open_timeout
