@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Final, Literal, TypeAlias
+from typing import Any, Final, Literal, TypeAlias, get_args
 
 
 __all__ = ["DIAGNOSTIC_KINDS", "Diagnostic", "DiagnosticKind", "diagnostic"]
@@ -31,19 +31,7 @@ DiagnosticKind: TypeAlias = Literal[
     "server_advice",
 ]
 
-DIAGNOSTIC_KINDS: Final[frozenset[str]] = frozenset(
-    {
-        "retry_scheduled",
-        "probe_started",
-        "probe_failed",
-        "upgraded",
-        "fell_back",
-        "session_reset",
-        "dropped",
-        "expired",
-        "server_advice",
-    }
-)
+DIAGNOSTIC_KINDS: Final[frozenset[str]] = frozenset(get_args(DiagnosticKind))
 """Every ``Diagnostic.kind`` (the contract's list; no other kind is ever emitted)."""
 
 _EMPTY: Final[Mapping[str, Any]] = MappingProxyType({})
