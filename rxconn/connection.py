@@ -52,7 +52,17 @@ from .errors import (
 from .receipts import Drop, DropReason, Overflow, Receipt, Via, all_settled, notify_all
 from .session import HubSession
 from .states import Connected, Connecting, Disconnected, Errored, State
-from .transport import Acked, Link, LinkContext, Opened, Payload, Transport, Trying
+from .transport import (
+    Acked,
+    Link,
+    LinkContext,
+    Opened,
+    Payload,
+    QuittableLink,
+    SizedTransport,
+    Transport,
+    Trying,
+)
 
 
 __all__ = ["Connection"]
@@ -128,7 +138,7 @@ class Connection:
         self._clock: abc.SchedulerBase | None = scheduler  # where the ttl timer runs
         self._drops: Multicast[Drop] = Multicast("drops")  # no hook: not interest
         self._via = Via(transport.name, False)  # how the current link delivers
-        limit = getattr(transport, "max_send_size", None)
+        limit = transport.max_send_size if isinstance(transport, SizedTransport) else None
         self._max_send_size: int | None = limit if isinstance(limit, int) else None
         self._session = HubSession()  # the hub session outlives links and interest
         self._session.on_reset = self._session_reset
@@ -320,9 +330,8 @@ class Connection:
         if self._closed:
             return []
         self._closed = True
-        quit_session = getattr(self._link, "quit", None)
-        if callable(quit_session):
-            quit_session()  # the link ends the hub session as it closes
+        if isinstance(self._link, QuittableLink):
+            self._link.quit()  # the link ends the hub session as it closes
         self._stop_pipeline()
         self._set_state(_DISCONNECTED)
         state_observers, self._state_observers = self._state_observers, ()

@@ -50,6 +50,8 @@ __all__ = [
     "LinkEvent",
     "Opened",
     "Payload",
+    "QuittableLink",
+    "SizedTransport",
     "Transport",
     "Trying",
 ]
@@ -69,8 +71,27 @@ class Link(Protocol):
         ...
 
 
-# Links may also offer ``quit()``: called by ``Connection.close()`` on the open
-# link so that it ends the hub session as it closes (instead of letting it expire).
+@runtime_checkable
+class QuittableLink(Protocol):
+    """A link that can end its hub session as it closes (optional for links).
+
+    ``Connection.close()`` calls :meth:`quit` on the open link, so that the hub
+    forgets the session at once instead of letting it expire.
+    """
+
+    def quit(self) -> None: ...
+
+
+@runtime_checkable
+class SizedTransport(Protocol):
+    """A transport that knows the largest payload its peer takes (optional).
+
+    ``Connection.send()`` then refuses a larger payload at once
+    (``MessageTooLarge``) instead of failing the link with it forever.
+    """
+
+    @property
+    def max_send_size(self) -> int | None: ...
 
 
 @dataclass(frozen=True, slots=True)

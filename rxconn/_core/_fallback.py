@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 from reactivex import Observable, abc
 
-from ..transport import LinkContext, LinkEvent, Transport
+from ..transport import LinkContext, LinkEvent, SizedTransport, Transport
 from ._chain import FAILED_FIRST, one_pass_
 from ._memory import FallbackMemory
 from ._upgrade import Upgrades
@@ -61,7 +61,7 @@ class Fallback:
         self.timeout = timeout
         self.upgrade_interval = upgrade_interval
         self.max_upgrade_interval = max(max_upgrade_interval, upgrade_interval or 0.0)
-        limits = [getattr(t, "max_send_size", None) for t in transports]
+        limits = [t.max_send_size for t in transports if isinstance(t, SizedTransport)]
         sizes = [limit for limit in limits if isinstance(limit, int)]
         self.max_send_size: int | None = min(sizes) if sizes else None
         self._key = f"fallback:{id(self)}"

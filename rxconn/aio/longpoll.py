@@ -40,7 +40,7 @@ import aiohttp
 from reactivex import abc
 
 from .. import wire
-from ..errors import ConnectionLost, ProtocolError, RxconnError, safe_url
+from ..errors import ConnectionLost, ProtocolError, RxconnError, TransportError, safe_url
 from ..session import AckSchedule, HubSession
 from ..sse import SSEDecoder
 from ..transport import ALIVE, LinkContext, LinkEvent, Opened
@@ -239,11 +239,12 @@ class LongPollTransport(PostingTransport):
         status = resp.status
         if status == 409:
             raise ConnectionLost(NAME, "the hub closed this long-poll link (409)")
+        if status == 204:  # an open poll answered with nothing: not the hub
+            raise TransportError(
+                NAME, f"{safe_url(self.url)} answered 204 to an open poll", status=204, fatal=True
+            )
         if status != 200:
-            error = status_error(NAME, self.url, status, resp.headers)
-            if status == 204:
-                error.fatal = True  # an open poll answered with nothing: not the hub
-            raise error
+            raise status_error(NAME, self.url, status, resp.headers)
         if resp.content_type != "text/event-stream":
             raise ProtocolError(
                 NAME,
