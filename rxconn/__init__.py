@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 
-from . import aio, diagnostics, errors, receipts, states, testing, transport
+from . import aio, diagnostics, errors, quality, receipts, states, testing, transport
 from ._core._fallback import Fallback, fallback
 from ._shortcuts import connection
 from .aio.httplink import http
@@ -34,6 +34,7 @@ from .errors import (
     SessionExpired,
     TransportError,
 )
+from .quality import LinkQuality
 from .receipts import Delivered, Drop, Receipt
 from .states import Connected, Connecting, Disconnected, Errored, State
 from .transport import Link, LinkContext, Transport
@@ -55,6 +56,7 @@ __all__ = [
     "ConnectionLost",
     "Delivered",
     "Diagnostic",
+    "LinkQuality",
     "Disconnected",
     "Drop",
     "Dropped",
@@ -77,6 +79,7 @@ __all__ = [
     "aio",
     "connection",
     "diagnostics",
+    "quality",
     "errors",
     "fallback",
     "http",

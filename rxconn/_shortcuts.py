@@ -57,7 +57,7 @@ def connection(
         hold: Seconds the hub may hold a long poll (see :func:`rxconn.longpoll`).
         max_upgrade_interval: Cap on the probe interval as it doubles after failures.
         headers: Extra headers for every transport.
-        heartbeat: WebSocket ping interval.
+        heartbeat: WebSocket ping interval, and the HTTP transports' heartbeat POST.
         open_timeout: Bound on each transport's own open.
         backoff, idle_timeout, max_buffer, overflow, ttl, online, scheduler: see
             :class:`Connection`.
@@ -76,11 +76,18 @@ def connection(
             max_send_size=transport_options.pop("max_send_size", HUB_MESSAGE_LIMIT),
             **transport_options,
         ),
-        http(base + "/events", headers=headers, open_timeout=open_timeout, **transport_options),
+        http(
+            base + "/events",
+            headers=headers,
+            heartbeat=heartbeat,
+            open_timeout=open_timeout,
+            **transport_options,
+        ),
         longpoll(
             base + "/poll",
             hold=hold,
             headers=headers,
+            heartbeat=heartbeat,
             open_timeout=open_timeout,
             **transport_options,
         ),

@@ -49,6 +49,7 @@ from .errors import (
     TransportError,
     is_retryable,
 )
+from .quality import LinkQuality, QualityEstimator, RoundTrip
 from .receipts import Drop, DropReason, Overflow, Receipt, Via, all_settled, notify_all
 from .session import HubSession
 from .states import Connected, Connecting, Disconnected, Errored, State
@@ -143,6 +144,8 @@ class Connection:
         self._session = HubSession()  # the hub session outlives links and interest
         self._session.on_reset = self._session_reset
         self._diagnostics: Multicast[Diagnostic] = Multicast("diagnostics")  # not interest
+        self._quality: Multicast[LinkQuality] = Multicast("quality")  # not interest
+        self._estimator = QualityEstimator(transport.name)
         self._link_state: dict[str, Any] = {}  # LinkContext.connection
 
         self._state: State = _DISCONNECTED
@@ -169,6 +172,13 @@ class Connection:
         self.drops: Observable[Drop] = self._drops.observable
         """Hot stream of every payload dropped by ``overflow`` or expired by ``ttl``, once each.
 
+        Subscribing is *not* interest: it opens no link. Completes on ``close()``.
+        """
+        self.quality: Observable[LinkQuality] = self._quality.observable
+        """Hot stream of the active link's round trips, as :class:`~rxconn.LinkQuality` items.
+
+        One item per heartbeat (WebSocket: rxconn's ping and the pong; HTTP and
+        long polling: a small POST and the hub's answer), nothing per message.
         Subscribing is *not* interest: it opens no link. Completes on ``close()``.
         """
         self.diagnostics: Observable[Diagnostic] = self._diagnostics.observable
@@ -348,6 +358,7 @@ class Connection:
                 receipt._notify(watching)  # noqa: SLF001
         self._drops.complete()
         self._diagnostics.complete()
+        self._quality.complete()
         return [receipt.payload for receipt in receipts]
 
     def __repr__(self) -> str:
@@ -457,6 +468,7 @@ class Connection:
             self._link = event.link
             self._link_name = event.transport
             self._via = Via(event.transport, event.next_seq is not None)
+            self._estimator.reset(event.transport)
             settled = self._resume_outbox(event.next_seq)
             self._set_state(Connected(event.transport))
             self._flush()
@@ -482,6 +494,10 @@ class Connection:
             self._set_state(_DISCONNECTED)
         elif kind is Diagnostic:
             self._diagnostics.send(event)  # from the transport (a fallback's chain or upgrades)
+        elif kind is RoundTrip:
+            quality = self._estimator.add(event)
+            if quality is not None and self._quality.count:
+                self._quality.send(quality)
         # ALIVE and unknown events only prove life (counted by idle_timeout).
 
     def _resume_outbox(self, next_seq: int | None) -> Any:

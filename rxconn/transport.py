@@ -13,6 +13,8 @@ A :class:`Transport` describes how to open a link; creating one opens nothing.
   was accepted (by the socket for plain links, by the hub with sessions);
 * ``ALIVE`` when something that is not a message shows the link is alive
   (a pong, an SSE comment);
+* a :class:`~rxconn.quality.RoundTrip` when the link timed one of its
+  heartbeats (or missed one): the connection turns them into ``Connection.quality``;
 * a :class:`~rxconn.diagnostics.Diagnostic` when a multi-link transport did
   something worth reporting (fell back, started or lost an upgrade probe,
   upgraded): the connection passes it to ``Connection.diagnostics``. It is
@@ -37,6 +39,7 @@ from reactivex import Observable, abc
 
 from ._types import Payload
 from .diagnostics import Diagnostic
+from .quality import RoundTrip
 from .session import HubSession
 
 
@@ -51,6 +54,7 @@ __all__ = [
     "Opened",
     "Payload",
     "QuittableLink",
+    "RoundTrip",
     "SizedTransport",
     "Transport",
     "Trying",
@@ -134,7 +138,7 @@ class Alive:
 
 ALIVE: Final = Alive()
 
-LinkEvent: TypeAlias = str | bytes | Opened | Trying | Acked | Alive | Diagnostic
+LinkEvent: TypeAlias = str | bytes | Opened | Trying | Acked | Alive | Diagnostic | RoundTrip
 
 
 @dataclass(eq=False)

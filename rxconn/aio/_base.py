@@ -223,7 +223,9 @@ def http_url(url: str) -> URL:
 class PostingTransport(AioTransport):
     """Base of the HTTP transports (SSE and long polling): an ``http(s)`` URL and the
     POST side they share (batches of at most ``max_batch`` messages and
-    ``max_batch_bytes``, each POST bounded by ``post_timeout``)."""
+    ``max_batch_bytes``, each POST bounded by ``post_timeout``; a small POST
+    after ``heartbeat`` seconds of quiet, so that ``Connection.quality`` has
+    round trips to time)."""
 
     def __init__(
         self,
@@ -235,6 +237,7 @@ class PostingTransport(AioTransport):
         max_batch: int,
         max_batch_bytes: int,
         post_timeout: float,
+        heartbeat: float | None,
         hub: bool,
         session: aiohttp.ClientSession | None,
         ssl: Any,
@@ -252,6 +255,9 @@ class PostingTransport(AioTransport):
         )
         if max_batch < 1 or max_batch_bytes < 1:
             raise ValueError("max_batch and max_batch_bytes must be >= 1")
+        if heartbeat is not None and not heartbeat > 0:
+            raise ValueError(f"heartbeat must be > 0 or None, got {heartbeat!r}")
+        self.heartbeat = heartbeat
         self.max_batch = max_batch
         self.max_batch_bytes = max_batch_bytes
         self.post_timeout = post_timeout
@@ -264,4 +270,5 @@ class PostingTransport(AioTransport):
             post_timeout,
             ssl,
             resolve_headers=self._user_headers,
+            heartbeat=heartbeat,
         )

@@ -26,6 +26,7 @@ from yarl import URL
 
 from .. import wire
 from ..errors import ProtocolError
+from ..quality import RoundTrip
 from ..session import HubSession
 from ..transport import Acked, LinkEvent, Payload
 from ._acks import AckTimer
@@ -35,6 +36,8 @@ from ._errors import status_error
 __all__ = ["PostOptions", "PostingLink"]
 
 QUIT_TIMEOUT: Final = 1.0
+TIMED_BODY: Final = 4096
+"""POSTs up to this size time the link (``RoundTrip``); bigger ones time the upload too."""
 LARGE_BODY: Final = 512 * 1024
 """Bodies this large go as a stream (aiohttp warns about big raw-bytes bodies)."""
 
@@ -56,6 +59,8 @@ class PostOptions:
     post_timeout: float
     ssl: Any
     resolve_headers: Callable[[], Awaitable[Mapping[str, str]]] | None = None
+    heartbeat: float | None = None
+    """Seconds of quiet after which a small POST is sent anyway, to time the link."""
 
     async def user_headers(self) -> Mapping[str, str]:
         """The user's headers for one request (resolved now, if they change)."""
@@ -133,8 +138,13 @@ class PostingLink:
         limit = options.max_batch_bytes  # halved when a server refuses a batch as too large
         refused = False  # the last POST was answered 401 (it is sent again once, at once)
         headers: dict[str, str] | None = None  # static headers are built once per link
+        loop = asyncio.get_running_loop()
         while True:
-            await self.wake.wait()
+            try:
+                async with asyncio.timeout(options.heartbeat):
+                    await self.wake.wait()
+            except TimeoutError:
+                self.ack_pending = True  # quiet for a heartbeat: a small POST, timed
             self.wake.clear()
             while self.queue or self.ack_pending:
                 first, batch, size = self._next_batch(limit)
@@ -146,6 +156,7 @@ class PostingLink:
                 data: bytes | io.BytesIO = body if len(body) < LARGE_BODY else io.BytesIO(body)
                 if headers is None or options.resolve_headers is not None:
                     headers = {"Content-Type": "application/json", **await options.user_headers()}
+                started = loop.time()
                 async with http.post(
                     post,
                     data=data,
@@ -167,6 +178,8 @@ class PostingLink:
                         continue
                     refused = False
                     last = await self._answer(resp)
+                if len(body) <= TIMED_BODY:  # a small POST's answer times the round trip
+                    observer.on_next(RoundTrip(loop.time() - started))
                 observer.on_next(Acked(last))
 
     def _put_back(self, first: int, batch: list[Payload]) -> None:

@@ -84,6 +84,8 @@ class HttpTransport(PostingTransport):
             payloads (``MessageTooLarge``), and a larger incoming event (or one that
             never ends) fails the link with ``ProtocolError``.
         post_timeout: Bound on each POST.
+        heartbeat: Seconds of quiet after which a small POST is sent anyway (with
+            the hub), to time the link for ``Connection.quality``; ``None``: never.
         hub: Ask for the hub session protocol (``X-Rxconn: v1``).
         session: An ``aiohttp.ClientSession`` to use (never closed by rxconn).
         ssl: Passed to aiohttp; certificates are verified by default.
@@ -106,6 +108,7 @@ class HttpTransport(PostingTransport):
         max_batch_bytes: int = 256 * 1024,
         max_message_size: int = 4 * 1024 * 1024,
         post_timeout: float = 30.0,
+        heartbeat: float | None = 15.0,
         hub: bool = True,
         session: aiohttp.ClientSession | None = None,
         ssl: Any = True,
@@ -118,6 +121,7 @@ class HttpTransport(PostingTransport):
             max_batch=max_batch,
             max_batch_bytes=max_batch_bytes,
             post_timeout=post_timeout,
+            heartbeat=heartbeat,
             hub=hub,
             session=session,
             ssl=ssl,

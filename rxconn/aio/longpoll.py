@@ -73,6 +73,8 @@ class LongPollTransport(PostingTransport):
         max_message_size: The largest message either way (``send()`` raises
             ``MessageTooLarge`` beyond it; a larger incoming one fails the link).
         post_timeout: Bound on each POST.
+        heartbeat: Seconds of quiet after which a small POST is sent anyway (with
+            the hub), to time the link for ``Connection.quality``; ``None``: never.
         session: An ``aiohttp.ClientSession`` to use (never closed by rxconn).
         ssl: Passed to aiohttp; certificates are verified by default.
 
@@ -95,6 +97,7 @@ class LongPollTransport(PostingTransport):
         max_batch_bytes: int = 256 * 1024,
         max_message_size: int = 4 * 1024 * 1024,
         post_timeout: float = 30.0,
+        heartbeat: float | None = 15.0,
         session: aiohttp.ClientSession | None = None,
         ssl: Any = True,
     ) -> None:
@@ -106,6 +109,7 @@ class LongPollTransport(PostingTransport):
             max_batch=max_batch,
             max_batch_bytes=max_batch_bytes,
             post_timeout=post_timeout,
+            heartbeat=heartbeat,
             hub=True,
             session=session,
             ssl=ssl,

@@ -42,6 +42,7 @@ from ..errors import (
     TransportError,
     safe_url,
 )
+from ..quality import RoundTrip
 from ..session import Accept, AckSchedule, HubSession
 from ..transport import ALIVE, Acked, LinkContext, LinkEvent, Opened, Payload
 from ._acks import AckTimer
@@ -328,13 +329,14 @@ class WebSocketTransport(AioTransport):
             await self._probe(ws)
         observer.on_next(Opened(link, "websocket", next_seq))
         pongs = [0]  # pongs received so far, shared by the reader and the heartbeat
+        pinged = [0.0]  # when the heartbeat's unanswered ping left (0: none)
         # Children of this task: awaited below, so they are not TASKS' to report.
         tasks = [
-            asyncio.create_task(self._read(ws, link, hub, observer, pongs)),
+            asyncio.create_task(self._read(ws, link, hub, observer, pongs, pinged)),
             asyncio.create_task(link.run()),
         ]
         if self.heartbeat is not None:
-            tasks.append(asyncio.create_task(self._heartbeat(ws, pongs)))
+            tasks.append(asyncio.create_task(self._heartbeat(ws, pongs, pinged, observer)))
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             reader = tasks[0]
@@ -411,13 +413,23 @@ class WebSocketTransport(AioTransport):
                 elif msg.type in _CLOSING or msg.type is aiohttp.WSMsgType.ERROR:
                     raise self._closed_error(ws, msg)
 
-    async def _heartbeat(self, ws: aiohttp.ClientWebSocketResponse, pongs: list[int]) -> None:
+    async def _heartbeat(
+        self,
+        ws: aiohttp.ClientWebSocketResponse,
+        pongs: list[int],
+        pinged: list[float],
+        observer: abc.ObserverBase[LinkEvent],
+    ) -> None:
+        """Ping every ``heartbeat`` seconds; the reader times each pong (``RoundTrip``)."""
         assert self.heartbeat is not None
+        loop = asyncio.get_running_loop()
         while True:
             seen = pongs[0]
+            pinged[0] = loop.time()
             await ws.ping()
             await asyncio.sleep(self.heartbeat)
             if pongs[0] == seen:
+                observer.on_next(RoundTrip(None))
                 raise ConnectionLost("websocket", f"no pong within {self.heartbeat:g} s")
 
     async def _read(
@@ -427,6 +439,7 @@ class WebSocketTransport(AioTransport):
         hub: HubSession | None,
         observer: abc.ObserverBase[LinkEvent],
         pongs: list[int],
+        pinged: list[float],
     ) -> None:
         on_next = observer.on_next
         TEXT, BINARY = aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY
@@ -437,7 +450,7 @@ class WebSocketTransport(AioTransport):
                 if kind is TEXT or kind is BINARY:
                     on_next(msg.data)
                 else:
-                    await self._not_data(ws, msg, pongs, on_next)
+                    await self._not_data(ws, msg, pongs, pinged, on_next)
         inbound = hub.inbound
         assert inbound is not None
         seq = link.in_seq
@@ -473,7 +486,7 @@ class WebSocketTransport(AioTransport):
                             "websocket", f"unexpected control frame {msg.data[:1]!r}"
                         )
                 else:
-                    await self._not_data(ws, msg, pongs, on_next)
+                    await self._not_data(ws, msg, pongs, pinged, on_next)
         finally:
             acks.cancel()
 
@@ -482,11 +495,18 @@ class WebSocketTransport(AioTransport):
         ws: aiohttp.ClientWebSocketResponse,
         msg: aiohttp.WSMessage,
         pongs: list[int],
+        pinged: list[float],
         on_next: Callable[[LinkEvent], None],
     ) -> None:
-        """Pings and pongs prove life (a ping is answered); anything else ends the link."""
+        """Pings and pongs prove life (a ping is answered; the heartbeat's pong is timed);
+        anything else ends the link."""
         if msg.type is aiohttp.WSMsgType.PONG:
             pongs[0] += 1
+            if pinged[0]:
+                rtt = asyncio.get_running_loop().time() - pinged[0]
+                pinged[0] = 0.0
+                on_next(RoundTrip(rtt))
+                return
         elif msg.type is aiohttp.WSMsgType.PING:
             await ws.pong(msg.data)
         else:
