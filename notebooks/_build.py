@@ -202,10 +202,12 @@ QUICKSTART: list[Cell] = [
         print("cut:", await first(conn.state, lambda s: s != rxconn.Connected("websocket")))
         receipts += [conn.send(f"order {i}") for i in range(5, 10)]  # sent during the cut
 
+        delivered = []
         async with asyncio.timeout(10):
-            delivered = [await receipt for receipt in receipts]
+            for receipt in receipts:
+                delivered.append(await receipt)
         hub.websocket_enabled = True  # the fallback upgrades back to WebSocket later
-        for receipt, outcome in zip(receipts, delivered):
+        for receipt, outcome in zip(receipts, delivered, strict=True):
             print(f"{receipt.payload!r}: {outcome}")
         """
     ),
@@ -493,6 +495,44 @@ FALLBACK: list[Cell] = [
     code(
         """
         draw_state_timeline(timeline, sent, received, marks, end=now())
+        """
+    ),
+    md(
+        """
+        ## Link quality over a changing delay
+
+        `conn.quality` reports the active link's round trips, timed from its
+        heartbeats (here rxconn's WebSocket ping every 0.25 s and the hub's
+        pong; a pong later than that would count as a dead link): nothing per
+        message, and subscribing opens no link. A small relay
+        (`notebooks/delay.py`) adds a delay that changes every 1.5 s; the round
+        trip follows it (twice the delay: once each way).
+        """
+    ),
+    code(
+        """
+        from delay import DelayProxy  # notebooks/delay.py: a TCP relay with a settable delay
+        from plots import draw_quality
+
+
+        samples, delays = [], []
+        async with DelayProxy(server.port) as relay:
+            through = f"http://127.0.0.1:{relay.port}{server.prefix}/ws"
+            measured = rxconn.Connection(rxconn.websocket(through, heartbeat=0.25))
+            start = loop.time()
+            watching = measured.quality.subscribe(
+                lambda quality: samples.append((loop.time() - start, quality))
+            )
+            handle = measured.connect()
+            for delay in (0.0, 0.04, 0.015, 0.06):  # the round trip stays under the heartbeat
+                relay.delay = delay
+                delays.append((loop.time() - start, delay))
+                await asyncio.sleep(1.5)
+            watching.dispose()
+            handle.dispose()
+            measured.close()  # (the clean-up below waits for its link to be torn down)
+        print(samples[-1][1])
+        draw_quality(samples, delays)
         """
     ),
     md("## Clean up"),

@@ -6,6 +6,8 @@ kernel there): ``from plots import draw_marbles, ...``. Two kinds of picture:
 
 * :func:`draw_state_timeline` (notebook 02): a connection's states over wall-clock
   time as coloured bands, with the messages sent and the echoes received as ticks;
+* :func:`draw_quality` (notebook 02): ``Connection.quality`` over time against the
+  delay a relay added;
 * :func:`draw_marbles` (notebook 03): marble diagrams of a test run in virtual
   time, one row per stream; :func:`link_rows`, :func:`writes_row` and
   :func:`recorded_row` turn a ``FakeTransport`` and ``TestScheduler`` observers
@@ -28,6 +30,7 @@ __all__ = [
     "Event",
     "Row",
     "draw_marbles",
+    "draw_quality",
     "draw_state_timeline",
     "link_rows",
     "recorded_row",
@@ -136,6 +139,31 @@ MARBLE_TEXT: Final[dict[str, Any]] = {
     "size": 9,
     "family": "monospace",
 }
+
+
+def draw_quality(
+    samples: Sequence[tuple[float, rxconn.LinkQuality]], delays: Sequence[tuple[float, float]]
+) -> None:
+    """Round trips (each, and the smoothed average) over time, and the round trip the
+    relay's delay alone makes (twice the delay: once each way) as a step line."""
+    fig, ax = plt.subplots(figsize=(9, 3))
+    times = [t for t, _ in samples]
+    ax.plot(times, [q.rtt * 1000 for _, q in samples], ".", label="rtt")
+    ax.plot(times, [q.rtt_avg * 1000 for _, q in samples], "-", label="rtt_avg")
+    steps = [*delays, (times[-1] if times else 0.0, delays[-1][1] if delays else 0.0)]
+    ax.step(
+        [t for t, _ in steps],
+        [2000 * d for _, d in steps],
+        where="post",
+        linestyle="--",
+        color="grey",
+        label="2 x added delay",
+    )
+    ax.set_xlabel("seconds")
+    ax.set_ylabel("milliseconds")
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    plt.show()
 
 
 def link_rows(transport: FakeTransport) -> list[Row]:
