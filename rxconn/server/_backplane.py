@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+from collections.abc import Awaitable
 from typing import Any, Final, Literal
 
 import redis.asyncio as aioredis
@@ -145,7 +146,7 @@ class RedisBackplane:
             await asyncio.gather(task, return_exceptions=True)
         client, self._client = self._client, None
         if client is not None:
-            await client.aclose()
+            await _bounded_close(client.aclose(), None, self.check_interval)
 
     async def subscribe(self, channel: str) -> None:
         """Receive ``channel`` on :attr:`messages` (kept across reconnects)."""
@@ -205,8 +206,8 @@ class RedisBackplane:
                 else:
                     await client.ping()  # quiet: prove the link (a half-open socket)
         finally:
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+            closing = pubsub.aclose()  # type: ignore[no-untyped-call]
+            await _bounded_close(closing, pubsub.connection, self.check_interval)
 
     async def _check_epoch(self, client: aioredis.Redis) -> None:
         """Notice a Redis that lost its data: the epoch key we saw is not there any more."""
@@ -225,3 +226,22 @@ class RedisBackplane:
             channel = channel.decode()
         if isinstance(channel, str) and isinstance(data, bytes):
             self._messages.send((channel, data))
+
+
+async def _bounded_close(closing: Awaitable[object], connection: Any, seconds: float) -> None:
+    """Close within ``seconds``, then drop the socket without waiting.
+
+    redis-py's close awaits ``wait_closed()``, which can hang on a socket whose peer
+    vanished (redis/redis-py#3941); a supervisor that hangs there never reconnects and
+    never stops.
+    """
+    try:
+        async with asyncio.timeout(seconds):
+            await closing
+    except TimeoutError:
+        logger.debug("rxconn: closing a Redis connection timed out; dropped it")
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                await connection.disconnect(nowait=True)
+    except Exception:  # closing a broken link: nothing more to do with it
+        logger.debug("rxconn: closing a Redis connection failed", exc_info=True)
