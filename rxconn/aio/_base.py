@@ -20,6 +20,7 @@ cannot help). Header values never appear in errors or logs.
 from __future__ import annotations
 
 import inspect
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ClassVar, Final, TypeAlias
 
@@ -53,7 +54,7 @@ Headers: TypeAlias = Mapping[str, str] | HeadersFactory
 """What ``headers=`` takes: a mapping, or a :data:`HeadersFactory`."""
 
 
-class AioTransport:
+class AioTransport(ABC):
     """Base of :class:`~rxconn.aio.websocket.WebSocketTransport` and the HTTP transports.
 
     Subclasses set :attr:`kind` and implement :meth:`_run`, the coroutine of one link.
@@ -158,9 +159,9 @@ class AioTransport:
         name = f"rxconn {self.kind} {safe_url(self.url)}"
         return serial_links(self._key + ":link", name, self._run, context)
 
+    @abstractmethod
     async def _run(self, observer: abc.ObserverBase[LinkEvent], ctx: LinkContext) -> None:
         """Run one link to its end, reporting to ``observer``; cancelled on disposal."""
-        raise NotImplementedError
 
     async def _get_on_origin(
         self,

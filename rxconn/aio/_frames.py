@@ -11,6 +11,7 @@ and learn what was written; aiohttp's client and server WebSockets share the
 from __future__ import annotations
 
 import asyncio
+from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from typing import Protocol
 
@@ -29,7 +30,7 @@ class Sink(Protocol):
     async def send_bytes(self, data: bytes) -> None: ...
 
 
-class FrameWriter:
+class FrameWriter(ABC):
     """Writes acknowledgements and due data to ``ws``; run :meth:`run` as the link's writer."""
 
     def __init__(self, ws: Sink, v1: bool) -> None:
@@ -54,14 +55,14 @@ class FrameWriter:
         self.stopped = True
         self._wake.set()
 
+    @abstractmethod
     def due(self) -> Iterable[tuple[int, Payload]]:
         """The numbered messages to write now, oldest first (consumed lazily)."""
-        raise NotImplementedError
 
-    def written(self, seq: int) -> None:
+    def written(self, seq: int) -> None:  # noqa: B027 (an optional hook: no-op by default)
         """Message ``seq`` went out (the socket took it)."""
 
-    def flushed(self) -> None:
+    def flushed(self) -> None:  # noqa: B027 (an optional hook: no-op by default)
         """A run of writes ended (also when a write failed part-way)."""
 
     async def run(self) -> None:

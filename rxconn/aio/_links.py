@@ -12,17 +12,18 @@ can serve several connections.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, NoReturn
 
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 
+from ..errors import ConnectionLost
 from ..transport import LinkContext, LinkEvent
 from ._tasks import TASKS
 
 
-__all__ = ["LinkRun", "serial_links"]
+__all__ = ["LinkRun", "first_to_end", "serial_links"]
 
 LinkRun = Callable[[abc.ObserverBase[LinkEvent], LinkContext], Coroutine[Any, Any, None]]
 """Runs one link to its end, reporting to the observer; cancelled on disposal."""
@@ -68,3 +69,21 @@ async def _after(
         await asyncio.wait((previous,))
     previous = None  # else every link would keep the one before it alive, forever
     await run(observer, ctx)  # created only now: a task cancelled first never makes it
+
+
+async def first_to_end(kind: str, tasks: Sequence[asyncio.Task[Any]]) -> NoReturn:
+    """Run a link's tasks until one ends, then raise how it ended.
+
+    ``tasks[0]`` (the reader) wins when several ended together: it knows why a link
+    died. A task that returns is a lost link. Every task is cancelled and awaited on
+    the way out, so none outlives the link.
+    """
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        first = tasks[0] if tasks[0] in done else next(iter(done))
+        first.result()
+        raise ConnectionLost(kind, "link task ended unexpectedly")
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

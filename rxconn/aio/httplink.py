@@ -42,6 +42,7 @@ from ._acks import AckTimer
 from ._base import Headers, PostingTransport
 from ._errors import status_error, translate
 from ._hubstream import adopt_session, deliver_events
+from ._links import first_to_end
 from ._posting import PostingLink
 
 
@@ -265,15 +266,9 @@ class HttpTransport(PostingTransport):
         if hub_mode:
             tasks.append(asyncio.create_task(link.run(http, observer, acker)))
         try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            first = reader if reader in done else next(iter(done))
-            first.result()
-            raise ConnectionLost("http", "link task ended unexpectedly")
+            await first_to_end("http", tasks)
         finally:
             acker.cancel()
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _events(
         self,

@@ -48,6 +48,7 @@ from ._acks import AckTimer
 from ._base import PostingTransport
 from ._errors import status_error, translate
 from ._hubstream import adopt_session, deliver_events
+from ._links import first_to_end
 from ._posting import QUIT_TIMEOUT, PostingLink
 
 
@@ -182,14 +183,9 @@ class LongPollTransport(PostingTransport):
             asyncio.create_task(link.run(http, observer, acker)),
         ]
         try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            next(iter(done)).result()
-            raise ConnectionLost(NAME, "link task ended unexpectedly")
+            await first_to_end(NAME, tasks)
         finally:
             acker.cancel()
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _polls(
         self,
