@@ -140,7 +140,7 @@ class ReplayLog:
     evicted message then fails (:meth:`can_resume`) and starts a new session.
     """
 
-    __slots__ = ("_entries", "bytes", "limit", "max_bytes", "next_seq")
+    __slots__ = ("_entries", "acked", "bytes", "limit", "max_bytes", "next_seq")
 
     def __init__(self, limit: int, max_bytes: int | None = None) -> None:
         if limit < 1:
@@ -152,6 +152,10 @@ class ReplayLog:
         self.bytes = 0
         """Payload bytes kept (text counted in characters, a cheap upper-bound proxy)."""
         self.next_seq = 1
+        self.acked = 0
+        """The highest sequence number the peer acknowledged: it holds everything up to it,
+        so a cursor below it (a request that left before a later ack overtook it on
+        another link) is stale, not a gap."""
         self._entries: deque[Payload] = deque()
 
     @property
@@ -186,6 +190,8 @@ class ReplayLog:
 
     def ack(self, seq: int) -> None:
         """Forget every message numbered ``<= seq`` (cumulative; stale acks do nothing)."""
+        if seq > self.acked:
+            self.acked = min(seq, self.next_seq - 1)
         drop = min(seq - self.oldest + 1, len(self._entries))
         entries = self._entries
         for _ in range(max(drop, 0)):
@@ -194,9 +200,12 @@ class ReplayLog:
     def after(self, seq: int) -> Iterator[tuple[int, Payload]]:
         """Yield ``(seq, payload)`` for every kept message numbered ``> seq``, in order.
 
+        A ``seq`` below :attr:`acked` counts as ``acked``: the peer already has those.
+
         Raises:
-            ReplayGap: if a message numbered ``> seq`` was already forgotten.
+            ReplayGap: if a message numbered ``> seq`` was forgotten unacknowledged.
         """
+        seq = max(seq, self.acked)
         oldest = self.oldest
         if seq + 1 < oldest:
             raise ReplayGap(seq + 1, oldest)
@@ -205,8 +214,13 @@ class ReplayLog:
         return zip(itertools.count(oldest + start), itertools.islice(self._entries, start, None))
 
     def can_resume(self, seq: int) -> bool:
-        """True when every message after ``seq`` is still kept."""
-        return seq + 1 >= self.oldest and seq < self.next_seq
+        """True when every message after ``seq`` the peer lacks is still kept.
+
+        A stale ``seq`` (below :attr:`acked`) resumes from ``acked``; only messages
+        evicted unacknowledged (an ``EventSource`` window) or a ``seq`` from the future
+        make it False.
+        """
+        return max(seq, self.acked) + 1 >= self.oldest and seq < self.next_seq
 
 
 @dataclass(eq=False)

@@ -67,6 +67,22 @@ def test_replay_window_evicts_only_what_was_written_and_reports_gaps() -> None:
         list(log.after(0))
 
 
+def test_replay_log_treats_a_cursor_below_the_ack_as_stale_not_a_gap() -> None:
+    """A request that left before a later ack overtook it (another link) names an old cursor:
+    the peer already holds everything acknowledged, so it resumes after the ack, never ends."""
+    log = ReplayLog(limit=10)
+    for p in "abcde":
+        log.push(p)
+    log.ack(3)
+    assert log.acked == 3 and log.can_resume(1) and log.can_resume(0)
+    assert list(log.after(1)) == [(4, "d"), (5, "e")]
+    log.ack(2)  # a stale ack does not move it back
+    assert log.acked == 3
+    assert not log.can_resume(6)  # a cursor from the future still fails
+    log.ack(99)  # an ack past the end counts only what was sent
+    assert log.acked == 5 and len(log) == 0
+
+
 def test_replay_log_after_is_linear() -> None:
     """after() walks the log once (no quadratic deque indexing)."""
     log = ReplayLog(limit=300_000)
