@@ -30,7 +30,8 @@ from reactivex import Observable, abc
 from reactivex import operators as ops
 from reactivex.disposable import Disposable, SerialDisposable
 
-from ._core._idle import idle_timeout_
+from ._core._idle import Activity, idle_timeout_
+from ._core._lane import fast_lane_
 from ._core._outbox import Outbox
 from ._core._retry import AttemptStarted, Paused, Retrying, retry_with_backoff_
 from ._multicast import Multicast
@@ -141,8 +142,8 @@ class Connection:
         self._via = Via(transport.name, False)  # how the current link delivers
         limit = transport.max_send_size if isinstance(transport, SizedTransport) else None
         self._max_send_size: int | None = limit if isinstance(limit, int) else None
-        self._session = HubSession()  # the hub session outlives links and interest
-        self._session.on_reset = self._session_reset
+        # The hub session outlives links and interest; the outbox is its sender log.
+        self._session = HubSession(log=self._outbox, on_reset=self._session_reset)
         self._diagnostics: Multicast[Diagnostic] = Multicast("diagnostics")  # not interest
         self._quality: Multicast[LinkQuality] = Multicast("quality")  # not interest
         self._estimator = QualityEstimator(transport.name)
@@ -279,13 +280,13 @@ class Connection:
         # The hot path, inlined: Outbox.push() and Receipt(payload) without their
         # Python call frames (together about 100 ns of the 150 ns budget).
         outbox = self._outbox
-        pending = outbox._pending  # noqa: SLF001
-        if len(pending) + len(outbox._in_flight) >= outbox.max_size:  # noqa: SLF001
+        entries = outbox._entries  # noqa: SLF001
+        if len(entries) >= outbox.limit:
             return self._overflowing(payload)
         receipt: Receipt = _new_receipt(Receipt)
         receipt.payload = payload
         receipt._end = None  # noqa: SLF001
-        pending.append(receipt)
+        entries.append(receipt)
         if self._ttl is not None:
             self._start_waiting(receipt)
         if self._link is not None:
@@ -397,16 +398,25 @@ class Connection:
         # transport.open() is cold: each (re)subscription by the retry operator opens
         # a new link, so no defer is needed (every wrapper layer is one more call
         # per message on the hot path).
+        activity = Activity()
         attempt: Observable[Any] = transport.open(scheduler, context).pipe(
-            idle_timeout_(
-                self._idle_timeout,
+            fast_lane_(
+                self._deliver,  # payloads skip the rest of the chain
                 is_open=_is_opened,
-                make_error=self._idle_error,
-                sink=self._deliver,  # the fast lane: payloads skip the rest of the chain
+                activity=activity,
                 subscribed=self._announce_default,  # Connecting(name), unless Trying named it
-                scheduler=scheduler,
             )
         )
+        if self._idle_timeout is not None:
+            attempt = attempt.pipe(
+                idle_timeout_(
+                    self._idle_timeout,
+                    is_open=_is_opened,
+                    make_error=self._idle_error,
+                    activity=activity,
+                    scheduler=scheduler,
+                )
+            )
         pipeline = attempt.pipe(
             retry_with_backoff_(
                 self._backoff,
@@ -506,11 +516,11 @@ class Connection:
         Returns the receipts settled on the way (with observers), to notify.
         """
         outbox = self._outbox
-        if next_seq is None or next_seq == outbox.head_seq:
+        if next_seq is None or next_seq == outbox.oldest:
             outbox.rewind()
             return None
-        written_upto = outbox.head_seq + outbox.in_flight - 1  # all the peer can have
-        if outbox.head_seq < next_seq <= written_upto + 1:
+        written_upto = outbox.oldest + outbox.in_flight - 1  # all the peer can have
+        if outbox.oldest < next_seq <= written_upto + 1:
             settled = outbox.ack(next_seq - 1, self._via)  # the hub already has these
             outbox.rewind()
             return settled

@@ -9,9 +9,15 @@ Both ends use these pieces, so client and hub cannot drift:
   (``seq == received + 1``), a repeat (``seq <= received``) is dropped, and a
   gap is a protocol error;
 * the receiver acknowledges cumulatively (``ack(received)``), batched;
-* the sender keeps what was not acknowledged: the client in its outbox
-  (``rxconn._core._outbox``), the hub in a bounded :class:`ReplayLog`, and
-  resends it on the next link, starting after the peer's ``received``.
+* the sender keeps what was not acknowledged in one :class:`SenderLog` type:
+  the client in its outbox (``rxconn._core._outbox``), the hub in a bounded
+  :class:`ReplayLog`, and resends it on the next link, starting after the
+  peer's ``received``.
+
+:class:`SessionProtocol` holds one end of a session (id, secret, inbound
+counter, sender log); the client's :class:`HubSession` and the hub's sessions
+are both one, and :class:`SessionState` is that end as plain data (what a hub
+keeps in Redis).
 
 See ``docs/protocol.md`` for the frames that carry this over WebSocket
 (``rxconn.v1``) and over HTTP (SSE ids + sequenced POSTs).
@@ -20,15 +26,12 @@ See ``docs/protocol.md`` for the frames that carry this over WebSocket
 from __future__ import annotations
 
 import enum
-import itertools
 import logging
-from collections import deque
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from typing import Final
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final, Generic, TypeVar
 
-from ._types import Payload
-from .errors import BufferFullError
+from ._sender import LinkQueue, ReplayGap, ReplayLog, SenderLog
 
 
 __all__ = [
@@ -38,23 +41,17 @@ __all__ = [
     "AckSchedule",
     "HubSession",
     "Inbound",
+    "LinkQueue",
     "ReplayGap",
     "ReplayLog",
+    "SenderLog",
+    "SessionProtocol",
+    "SessionState",
 ]
 
+T = TypeVar("T")
+
 logger = logging.getLogger("rxconn")
-
-
-class ReplayGap(Exception):
-    """The replay log no longer holds a message the peer asked for (it fell too far behind)."""
-
-    def __init__(self, wanted: int, oldest: int) -> None:
-        super().__init__(wanted, oldest)
-        self.wanted = wanted
-        self.oldest = oldest
-
-    def __str__(self) -> str:
-        return f"replay needs message {self.wanted}, oldest kept is {self.oldest}"
 
 
 class Accept(enum.Enum):
@@ -128,129 +125,155 @@ class AckSchedule:
         self.armed = False
 
 
-class ReplayLog:
-    """The sending side's bounded log of numbered messages the peer may still need.
+@dataclass(slots=True)
+class SessionState:
+    """One end of a session as plain data: what survives a process, and what Redis stores.
 
-    Messages stay until acknowledged, and at most ``limit`` messages (and
-    ``max_bytes`` payload bytes, if given) are kept. A push into a full log
-    raises :class:`~rxconn.errors.BufferFullError` (nothing is dropped behind
-    anyone's back), unless the caller allows evicting messages
-    it already wrote (``evict_upto``): that is the replay *window* of clients
-    that never acknowledge (a browser ``EventSource``); a resume that needs an
-    evicted message then fails (:meth:`can_resume`) and starts a new session.
+    Only ``str`` and ``int`` fields, so :meth:`to_fields` and :meth:`from_fields`
+    map it onto a Redis hash (or JSON) and back exactly. The messages still
+    unacknowledged are not in it: they live in the sender's log (in Redis, a
+    stream next to the hash).
     """
 
-    __slots__ = ("_entries", "acked", "bytes", "limit", "max_bytes", "next_seq")
+    id: str
+    key: str
+    received: int = 0
+    """The last message of the peer delivered (the inbound high-water mark)."""
+    sent: int = 0
+    """The last message of this end numbered."""
+    acked: int = 0
+    """The last message of this end the peer acknowledged."""
+    epoch: int = 0
+    """Which owner may write the session's link (fencing across hubs; 0 in one process)."""
 
-    def __init__(self, limit: int, max_bytes: int | None = None) -> None:
-        if limit < 1:
-            raise ValueError(f"replay limit must be >= 1, got {limit!r}")
-        if max_bytes is not None and max_bytes < 1:
-            raise ValueError(f"replay byte limit must be >= 1, got {max_bytes!r}")
-        self.limit = limit
-        self.max_bytes = max_bytes
-        self.bytes = 0
-        """Payload bytes kept (text counted in characters, a cheap upper-bound proxy)."""
-        self.next_seq = 1
-        self.acked = 0
-        """The highest sequence number the peer acknowledged: it holds everything up to it,
-        so a cursor below it (a request that left before a later ack overtook it on
-        another link) is stale, not a gap."""
-        self._entries: deque[Payload] = deque()
+    def to_fields(self) -> dict[str, str]:
+        """The state as a flat ``{name: text}`` mapping (a Redis hash's fields)."""
+        return {
+            "id": self.id,
+            "key": self.key,
+            "in": str(self.received),
+            "out": str(self.sent),
+            "acked": str(self.acked),
+            "epoch": str(self.epoch),
+        }
+
+    @classmethod
+    def from_fields(cls, fields: Mapping[Any, Any]) -> SessionState:
+        """The inverse of :meth:`to_fields`; names and values may be ``str`` or ``bytes``.
+
+        Raises:
+            ValueError: a field is missing or not a number where one is due.
+        """
+        text = {_text(name): _text(value) for name, value in fields.items()}
+        try:
+            return cls(
+                text["id"],
+                text["key"],
+                int(text.get("in", 0)),
+                int(text.get("out", 0)),
+                int(text.get("acked", 0)),
+                int(text.get("epoch", 0)),
+            )
+        except (KeyError, ValueError) as exc:
+            raise ValueError(f"not a session state: {exc}") from None
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes | bytearray) else str(value)
+
+
+class SessionProtocol(Generic[T]):
+    """One end of a hub session, the same object at the client and at the hub.
+
+    It holds what the session protocol needs and nothing about I/O: the
+    session's id and secret, the :class:`Inbound` counter of the peer's
+    messages, and this end's :class:`~rxconn.session.SenderLog` (the hub's
+    :class:`ReplayLog` of payloads; the client's outbox of receipts). Drivers
+    feed it what arrived (:meth:`receive`, the log's ``ack``) and ask it what to
+    write (the log's ``after``); :meth:`state` and :meth:`restore` turn it
+    into plain data and back, which is how a hub keeps a session in Redis.
+    """
+
+    __slots__ = ("epoch", "id", "inbound", "key", "log")
+
+    def __init__(
+        self,
+        log: SenderLog[T] | None,
+        session_id: str | None = None,
+        key: str | None = None,
+        *,
+        received: int = 0,
+        epoch: int = 0,
+    ) -> None:
+        self.id = session_id
+        self.key = key
+        self.inbound = Inbound(received)
+        self.log = log
+        """This end's sender log (None for a client link opened without a ``Connection``,
+        whose caller numbers its own writes)."""
+        self.epoch = epoch
 
     @property
-    def oldest(self) -> int:
-        """Sequence number of the oldest message kept (``next_seq`` when empty)."""
-        return self.next_seq - len(self._entries)
+    def received(self) -> int:
+        """Sequence number of the last message of the peer delivered."""
+        return self.inbound.received
 
-    def __len__(self) -> int:
-        return len(self._entries)
+    def receive(self, seq: int) -> Accept:
+        """Classify the peer's message ``seq`` (and count it if it is the next one)."""
+        return self.inbound.accept(seq)
 
-    def push(self, payload: Payload, *, evict_upto: int = 0) -> int:
-        """Number and keep ``payload``; returns its sequence number.
-
-        Raises:
-            BufferFullError: if the log is full and its oldest message is not
-                ``<= evict_upto`` (so may not be evicted).
-        """
-        entries = self._entries
-        size = len(payload)
-        max_bytes = self.max_bytes
-        while len(entries) >= self.limit or (
-            max_bytes is not None and entries and self.bytes + size > max_bytes
-        ):
-            if self.next_seq - len(entries) > evict_upto:
-                raise BufferFullError(self.limit)
-            self.bytes -= len(entries.popleft())
-        entries.append(payload)
-        self.bytes += size
-        seq = self.next_seq
-        self.next_seq = seq + 1
-        return seq
-
-    def ack(self, seq: int) -> None:
-        """Forget every message numbered ``<= seq`` (cumulative; stale acks do nothing)."""
-        if seq > self.acked:
-            self.acked = min(seq, self.next_seq - 1)
-        drop = min(seq - self.oldest + 1, len(self._entries))
-        entries = self._entries
-        for _ in range(max(drop, 0)):
-            self.bytes -= len(entries.popleft())
-
-    def after(self, seq: int) -> Iterator[tuple[int, Payload]]:
-        """Yield ``(seq, payload)`` for every kept message numbered ``> seq``, in order.
-
-        A ``seq`` below :attr:`acked` counts as ``acked``: the peer already has those.
+    def state(self) -> SessionState:
+        """This end as plain data (see :class:`SessionState`).
 
         Raises:
-            ReplayGap: if a message numbered ``> seq`` was forgotten unacknowledged.
+            ValueError: the session has no id or key yet (the hub has not named it).
         """
-        seq = max(seq, self.acked)
-        oldest = self.oldest
-        if seq + 1 < oldest:
-            raise ReplayGap(seq + 1, oldest)
-        start = max(seq + 1 - oldest, 0)
-        # islice walks the deque once (indexing a deque in the middle is O(n) per item).
-        return zip(itertools.count(oldest + start), itertools.islice(self._entries, start, None))
+        if self.id is None or self.key is None:
+            raise ValueError("a session without an id and key has no state to keep")
+        log = self.log
+        sent = log.next_seq - 1 if log is not None else 0
+        acked = log.acked if log is not None else 0
+        return SessionState(self.id, self.key, self.received, sent, acked, self.epoch)
 
-    def can_resume(self, seq: int) -> bool:
-        """True when every message after ``seq`` the peer lacks is still kept.
+    @classmethod
+    def restore(cls, state: SessionState, log: SenderLog[T]) -> SessionProtocol[T]:
+        """Continue a session from ``state``; ``log`` numbers from ``state.acked + 1`` on.
 
-        A stale ``seq`` (below :attr:`acked`) resumes from ``acked``; only messages
-        evicted unacknowledged (an ``EventSource`` window) or a ``seq`` from the future
-        make it False.
+        The caller puts the unacknowledged entries back into ``log`` (a hub reads
+        them from its Redis stream), numbered up to ``state.sent``.
         """
-        return max(seq, self.acked) + 1 >= self.oldest and seq < self.next_seq
+        log.restart(state.acked + 1)
+        return cls(log, state.id, state.key, received=state.received, epoch=state.epoch)
 
 
-@dataclass(eq=False)
-class HubSession:
-    """A connection's hub session: it outlives links and spans transports.
+class HubSession(SessionProtocol[Any]):
+    """The client's end of its hub session: it outlives links and spans transports.
 
     Attributes:
         id: The hub's session id (``None`` until a hub named one); public.
         key: The session's secret, which every resume and POST presents; never logged.
         inbound: What was delivered from the hub (so a new link asks for the rest).
+        resets: How many times the hub did not resume our session and a new one began.
+        on_reset: Called with ``resets`` right after each reset (the connection
+            reports it as a ``session_reset`` diagnostic); it must not raise.
     """
 
-    id: str | None = None
-    key: str | None = field(default=None, repr=False)
-    inbound: Inbound | None = None
-    resets: int = 0
-    """How many times the hub did not resume our session and a new one began."""
-    on_reset: Callable[[int], None] | None = field(default=None, repr=False)
-    """Called with ``resets`` right after each reset (the connection reports it as a
-    ``session_reset`` diagnostic); it must not raise."""
+    __slots__ = ("on_reset", "resets")
 
-    def __post_init__(self) -> None:
-        if self.inbound is None:
-            self.inbound = Inbound()
+    def __init__(
+        self,
+        session_id: str | None = None,
+        key: str | None = None,
+        *,
+        log: SenderLog[Any] | None = None,
+        on_reset: Callable[[int], None] | None = None,
+    ) -> None:
+        super().__init__(log, session_id, key)
+        self.resets = 0
+        self.on_reset = on_reset
 
-    @property
-    def received(self) -> int:
-        """Sequence number of the last hub message delivered."""
-        assert self.inbound is not None
-        return self.inbound.received
+    def __repr__(self) -> str:
+        return f"HubSession(id={self.id!r}, received={self.received}, resets={self.resets})"
 
     def start(self, session_id: str, resumed: bool, key: str | None = None) -> None:
         """Adopt ``session_id`` (with its ``key`` when new); a new session numbers afresh.
@@ -259,7 +282,6 @@ class HubSession:
         the ids, which are logged at DEBUG) and counted in ``resets``: hub
         messages it never delivered are gone.
         """
-        assert self.inbound is not None
         if not resumed or session_id != self.id:
             if self.id is not None:
                 self.resets += 1

@@ -6,12 +6,11 @@ hot path, so arrivals only set a flag; a timer checks the flag every
 The link is therefore declared dead between ``seconds`` and ``1.5 * seconds``
 after the last arrival (exactly ``seconds`` after opening if nothing ever came).
 
-The connection also uses it as its *fast lane*: with ``sink``, payloads
-(``str``/``bytes``) that arrive once the link is open go straight to ``sink``
-instead of down the operator chain, so a message costs a few calls rather than
-one per operator; everything else (opened, acks, errors) still flows downstream. A
-:class:`~rxconn.diagnostics.Diagnostic` flows downstream untouched and does not
-count as an arrival: an upgrade probe's report says nothing about the active link.
+A :class:`~rxconn.diagnostics.Diagnostic` flows downstream untouched and does
+not count as an arrival: an upgrade probe's report says nothing about the
+active link. Arrivals that never reach this operator (the connection's fast
+lane, ``_lane.py``, takes payloads off the chain before it) count through a
+shared :class:`Activity`.
 """
 
 from __future__ import annotations
@@ -26,29 +25,35 @@ from ..diagnostics import Diagnostic
 from ._scheduling import pick_scheduler
 
 
-__all__ = ["idle_timeout_"]
+__all__ = ["Activity", "idle_timeout_"]
 
 _T = TypeVar("_T")
 
 
+class Activity:
+    """A flag: something arrived since the idle timer last looked."""
+
+    __slots__ = ("seen",)
+
+    def __init__(self) -> None:
+        self.seen = False
+
+
 def idle_timeout_(
-    seconds: float | None,
+    seconds: float,
     *,
     is_open: Callable[[Any], bool],
     make_error: Callable[[float], Exception],
-    sink: Callable[[Any], None] | None = None,
-    subscribed: Callable[[], None] | None = None,
+    activity: Activity | None = None,
     scheduler: abc.SchedulerBase | None = None,
 ) -> Callable[[Observable[_T]], Observable[_T]]:
     """Build the operator; see :func:`rxconn.operators.idle_timeout` for the contract.
 
-    ``seconds=None`` keeps only the fast lane (no timer); ``subscribed`` is
-    called once the source subscription returned (the connection announces
-    its state there, so that a transport's synchronous ``Trying`` comes first).
+    ``activity``: a flag other operators upstream also set when something arrives.
     """
-    if seconds is not None and not seconds > 0:
+    if not seconds > 0:
         raise ValueError(f"idle timeout must be > 0, got {seconds!r}")
-    half = seconds / 2 if seconds is not None else 0.0
+    half = seconds / 2
 
     def operator(source: Observable[_T]) -> Observable[_T]:
         def subscribe(
@@ -57,14 +62,14 @@ def idle_timeout_(
             sched = pick_scheduler("idle_timeout", scheduler, scheduler_)
             timer = SerialDisposable()
             upstream = SingleAssignmentDisposable()
+            seen = activity if activity is not None else Activity()
             armed = False
-            seen = False
             quiet = 0
 
             def check(_: abc.SchedulerBase, __: Any = None) -> None:
-                nonlocal seen, quiet
-                if seen:
-                    seen = False
+                nonlocal quiet
+                if seen.seen:
+                    seen.seen = False
                     quiet = 0
                 else:
                     quiet += 1
@@ -75,18 +80,13 @@ def idle_timeout_(
                 timer.disposable = sched.schedule_relative(half, check)
 
             def on_next(value: _T) -> None:
-                nonlocal seen, armed
+                nonlocal armed
                 if armed:
-                    if sink is not None and (type(value) is str or type(value) is bytes):
-                        seen = True
-                        sink(value)
-                        return
                     if type(value) is not Diagnostic:  # a report, not a sign of life
-                        seen = True
+                        seen.seen = True
                 elif is_open(value):
                     armed = True
-                    if seconds is not None:
-                        timer.disposable = sched.schedule_relative(half, check)
+                    timer.disposable = sched.schedule_relative(half, check)
                 observer.on_next(value)
 
             def on_error(error: Exception) -> None:
@@ -100,8 +100,6 @@ def idle_timeout_(
             upstream.disposable = source.subscribe(
                 on_next, on_error, on_completed, scheduler=scheduler_
             )
-            if subscribed is not None:
-                subscribed()
             return CompositeDisposable(upstream, timer)
 
         return Observable(subscribe)

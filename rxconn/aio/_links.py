@@ -12,9 +12,11 @@ can serve several connections.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, NoReturn
+from typing import Any, Final, NoReturn
 
+import aiohttp
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 
@@ -24,6 +26,8 @@ from ._tasks import TASKS
 
 
 __all__ = ["LinkRun", "first_to_end", "serial_links"]
+
+_CLOSING: Final = (aiohttp.ClientConnectionError, ConnectionError)
 
 LinkRun = Callable[[abc.ObserverBase[LinkEvent], LinkContext], Coroutine[Any, Any, None]]
 """Runs one link to its end, reporting to the observer; cancelled on disposal."""
@@ -71,19 +75,37 @@ async def _after(
     await run(observer, ctx)  # created only now: a task cancelled first never makes it
 
 
-async def first_to_end(kind: str, tasks: Sequence[asyncio.Task[Any]]) -> NoReturn:
+async def first_to_end(
+    kind: str,
+    tasks: Sequence[asyncio.Task[Any]],
+    *,
+    settle: float = 0.0,
+    on_end: Callable[[], None] | None = None,
+) -> NoReturn:
     """Run a link's tasks until one ends, then raise how it ended.
 
     ``tasks[0]`` (the reader) wins when several ended together: it knows why a link
-    died. A task that returns is a lost link. Every task is cancelled and awaited on
-    the way out, so none outlives the link.
+    died. With ``settle``, another task that failed on a closing connection
+    (``ConnectionError``, ``aiohttp.ClientConnectionError``) waits up to ``settle``
+    seconds for the reader to learn why (a close code says more than a broken
+    write). A task that returns is a lost link. ``on_end`` runs first on the way
+    out; then every task is cancelled and awaited, so none outlives the link.
     """
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        first = tasks[0] if tasks[0] in done else next(iter(done))
+        reader = tasks[0]
+        first = reader if reader in done else next(iter(done))
+        if settle and first is not reader and isinstance(first.exception(), _CLOSING):
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(settle):
+                    await asyncio.wait((reader,))
+            if reader.done():
+                first = reader
         first.result()
         raise ConnectionLost(kind, "link task ended unexpectedly")
     finally:
+        if on_end is not None:
+            on_end()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

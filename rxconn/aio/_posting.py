@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -27,7 +26,7 @@ from yarl import URL
 from .. import wire
 from ..errors import ProtocolError
 from ..quality import RoundTrip
-from ..session import HubSession
+from ..session import HubSession, LinkQueue
 from ..transport import Acked, LinkEvent, Payload
 from ._acks import AckTimer
 from ._errors import status_error
@@ -74,12 +73,11 @@ class PostingLink:
 
     def __init__(self, options: PostOptions) -> None:
         self.options = options
-        self.queue: deque[tuple[int, Payload]] = deque()
+        self.queue = LinkQueue()
         self.wake = asyncio.Event()
         self.ready = asyncio.Event()  # set once the hub named the session and POST URL
         self.hub: HubSession | None = None
         self.post: URL | None = None
-        self.next_seq: int | None = None
         self.closed = False
         self.quitting = False
         self.ack_pending = False  # an acknowledgement is due: POST even without data
@@ -97,13 +95,8 @@ class PostingLink:
     def write(self, first_seq: int, payloads: Sequence[Payload]) -> None:
         if self.closed:
             return
-        if self.next_seq is None or first_seq > self.next_seq:
-            self.next_seq = first_seq
-        skip = self.next_seq - first_seq
-        for offset in range(max(skip, 0), len(payloads)):
-            self.queue.append((first_seq + offset, payloads[offset]))
-        self.next_seq = max(self.next_seq, first_seq + len(payloads))
-        self.wake.set()
+        if self.queue.put(first_seq, payloads):
+            self.wake.set()
 
     def quit(self) -> None:
         """End the hub session when this link closes (``Connection.close()``)."""
@@ -112,11 +105,11 @@ class PostingLink:
     def _next_batch(self, byte_limit: int) -> tuple[int, list[Payload], int]:
         """The first seq, payloads and size of the next batch (taken off the queue)."""
         queue = self.queue
-        first = queue[0][0] if queue else (self.next_seq or 1)
+        first = queue.head_seq
         batch: list[Payload] = []
         size = 0
         while queue and len(batch) < self.options.max_batch:
-            payload = queue[0][1]
+            payload = queue.peek()
             if batch and size + len(payload) > byte_limit:
                 break
             queue.popleft()
@@ -167,14 +160,14 @@ class PostingLink:
                 ) as resp:
                     if resp.status == 413 and len(batch) > 1:
                         # The server's body limit is below ours: split, never give up on it.
-                        self._put_back(first, batch)
+                        self._put_back(batch)
                         limit = max(1, size // 2)
                         continue
                     if resp.status == 401 and not refused:
                         # Credentials went stale: the same batch again at once, with
                         # headers resolved afresh; a second 401 in a row is fatal.
                         refused = True
-                        self._put_back(first, batch)
+                        self._put_back(batch)
                         continue
                     refused = False
                     last = await self._answer(resp)
@@ -182,9 +175,9 @@ class PostingLink:
                     observer.on_next(RoundTrip(loop.time() - started))
                 observer.on_next(Acked(last))
 
-    def _put_back(self, first: int, batch: list[Payload]) -> None:
-        """Queue ``batch`` (numbered from ``first``) again, first in line (with its ack)."""
-        self.queue.extendleft(reversed([(first + i, p) for i, p in enumerate(batch)]))
+    def _put_back(self, batch: list[Payload]) -> None:
+        """Queue ``batch`` again, first in line (with its ack)."""
+        self.queue.put_back(batch)
         self.ack_pending = True  # an ack-only POST is sent again too
 
     async def _answer(self, resp: aiohttp.ClientResponse) -> int:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Final
 
@@ -43,12 +42,13 @@ from ..errors import (
     safe_url,
 )
 from ..quality import RoundTrip
-from ..session import Accept, AckSchedule, HubSession
+from ..session import Accept, AckSchedule, HubSession, LinkQueue
 from ..transport import ALIVE, Acked, LinkContext, LinkEvent, Opened, Payload
 from ._acks import AckTimer
 from ._base import AioTransport, Headers
 from ._errors import translate
 from ._frames import FrameWriter
+from ._links import first_to_end
 from ._tasks import TASKS
 
 
@@ -122,8 +122,7 @@ class WebSocketLink(FrameWriter):
         super().__init__(ws, v1=False)
         self._observer = observer
         self.hub: HubSession | None = None
-        self._queue: deque[Payload] = deque()
-        self._next_seq: int | None = None
+        self._queue = LinkQueue()
         self._last_written = 0
         self._unreported = False
         self.closed = False
@@ -140,21 +139,20 @@ class WebSocketLink(FrameWriter):
         """End the hub session when this link closes (``Connection.close()``)."""
         self.quitting = True
 
+    def close_writes(self) -> None:
+        """The link is ending: later writes are ignored (the connection rewinds its outbox)."""
+        self.closed = True
+
     def write(self, first_seq: int, payloads: Sequence[Payload]) -> None:
         if self.closed:
             return  # the link is being replaced; the connection rewinds its outbox
-        if self._next_seq is None or first_seq > self._next_seq:
-            self._next_seq = first_seq
-        skip = self._next_seq - first_seq  # already queued on this link (never on a rewind)
-        if skip < len(payloads):
-            self._queue.extend(payloads[skip:] if skip else payloads)
-            self._next_seq = first_seq + len(payloads)
+        if self._queue.put(first_seq, payloads):
             self.wake()
 
     def due(self) -> Iterator[tuple[int, Payload]]:
         queue = self._queue
         while queue:
-            seq = (self._next_seq or 0) - len(queue)  # the head's number
+            seq = queue.head_seq
             yield seq, queue.popleft()
 
     def written(self, seq: int) -> None:
@@ -337,26 +335,7 @@ class WebSocketTransport(AioTransport):
         ]
         if self.heartbeat is not None:
             tasks.append(asyncio.create_task(self._heartbeat(ws, pongs, pinged, observer)))
-        try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            reader = tasks[0]
-            first = reader if reader in done else next(iter(done))
-            if first is not reader and isinstance(
-                first.exception(), aiohttp.ClientConnectionError | ConnectionError
-            ):
-                # A write hit a closing socket: the reader is about to learn why.
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(CLOSE_TIMEOUT):
-                        await asyncio.wait((reader,))
-                if reader.done():
-                    first = reader
-            first.result()  # re-raise the failure (or _Done)
-            raise ConnectionLost("websocket", "link task ended unexpectedly")
-        finally:
-            link.closed = True
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await first_to_end("websocket", tasks, settle=CLOSE_TIMEOUT, on_end=link.close_writes)
 
     async def _handshake(
         self, ws: aiohttp.ClientWebSocketResponse, hub: HubSession, link: WebSocketLink

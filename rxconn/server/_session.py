@@ -6,6 +6,8 @@ session's messages to two links. Outgoing messages go into the session's
 :class:`~rxconn.session.ReplayLog`; each link's writer sends what follows its
 cursor. Incoming messages pass the session's :class:`~rxconn.session.Inbound`
 counter, so a message the client sends again after a cut is delivered once.
+Both are held by the session's :class:`~rxconn.session.SessionProtocol`, the
+same object the client drives at its end.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from reactivex import Observable
 from .._multicast import Multicast
 from .._types import coerce_payload
 from ..errors import BufferFullError, ConnectionClosedError
-from ..session import Accept, Inbound, ReplayLog
+from ..session import Accept, ReplayLog, SessionProtocol, SessionState
 from ..transport import Payload
 from ._settings import HubSettings, LinkTransport, ServerLink, SessionKind
 
@@ -59,12 +61,14 @@ class Session:
     ) -> None:
         self.id = session_id
         self.key = secrets.token_urlsafe(18)
+        self.log = ReplayLog(settings.replay_limit, settings.replay_bytes)
+        self.protocol: SessionProtocol[Payload] = SessionProtocol(self.log, session_id, self.key)
+        """The session's end of the protocol (the same object type as the client's)."""
         self.resume_token = secrets.token_urlsafe(12) if kind == "eventsource" else None
         self.kind: SessionKind = kind
         self._settings = settings
         self._on_end = on_end
-        self.log = ReplayLog(settings.replay_limit, settings.replay_bytes)
-        self.inbound = Inbound()
+        self.inbound = self.protocol.inbound
         self.link: ServerLink | None = None
         self._transport: LinkTransport = transport
         self._grace: asyncio.TimerHandle | None = None
@@ -85,6 +89,10 @@ class Session:
     @property
     def resumable(self) -> bool:
         return self.kind != "websocket"
+
+    def state(self) -> SessionState:
+        """The session as plain data (:class:`~rxconn.session.SessionState`)."""
+        return self.protocol.state()
 
     def authenticate(self, key: str | None) -> bool:
         """True if ``key`` is this session's secret (compared in constant time)."""
@@ -134,7 +142,7 @@ class Session:
 
     def deliver(self, seq: int, payload: Payload) -> Accept:
         """Apply client message ``seq`` (delivered once, in order; a gap is refused)."""
-        verdict = self.inbound.accept(seq)
+        verdict = self.protocol.receive(seq)
         if verdict is Accept.DELIVER:
             self._messages.send(payload)
             if self._settings.echo and not self.ended:

@@ -3,10 +3,12 @@
 The state of a hub session (issue 13) in two keys that share a hash tag, so
 that a later Redis Cluster keeps them in one slot:
 
-* ``{prefix}:{<sid>}:meta``, a hash: ``key`` (the secret), ``kind``, ``token``
-  (a browser session's resume token), ``in`` (the last client message applied),
-  ``out`` (the last hub message numbered), ``epoch`` (the fencing token of the
-  hub that owns the session's link);
+* ``{prefix}:{<sid>}:meta``, a hash: the session's
+  :class:`~rxconn.session.SessionState` fields (``id``, ``key`` — the secret,
+  ``in`` — the last client message applied, ``out`` — the last hub message
+  numbered, ``acked`` — the last one the client acknowledged, ``epoch`` — the
+  fencing token of the hub that owns the session's link), plus ``kind`` and
+  ``token`` (a browser session's resume token);
 * ``{prefix}:{<sid>}:out``, a stream of the hub messages not yet acknowledged,
   with entry ids ``<seq>-0``, so that a replay is ``XRANGE (<last> +``.
 
@@ -33,9 +35,10 @@ from redis.exceptions import ResponseError
 
 from .._types import Payload
 from ..errors import BufferFullError
+from ..session import SessionState
 
 
-__all__ = ["Applied", "Claimed", "Fenced", "RedisSessionStore", "UnknownSession"]
+__all__ = ["Applied", "Fenced", "RedisSessionStore", "UnknownSession"]
 
 TEXT: Final = b"t"
 BINARY: Final = b"b"
@@ -63,44 +66,35 @@ class Applied:
     """The echo found the outgoing stream full: the rest of the batch was not applied."""
 
 
-@dataclass(frozen=True, slots=True)
-class Claimed:
-    """A session whose link the caller now owns: its fencing ``epoch`` and numbering."""
-
-    session: str
-    epoch: int
-    received: int
-    """The last client message applied (the client sends from ``received + 1``)."""
-    sent: int
-    """The last hub message numbered."""
-
-
-# KEYS[1] meta, KEYS[2] out; ARGV: key, kind, token, grace(ms)
+# KEYS[1] meta, KEYS[2] out; ARGV: id, key, kind, token, grace(ms)
 _CREATE: Final = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'key', ARGV[1], 'kind', ARGV[2], 'token', ARGV[3],
-           'in', 0, 'out', 0, 'epoch', 1)
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('HSET', KEYS[1], 'id', ARGV[1], 'key', ARGV[2], 'kind', ARGV[3], 'token', ARGV[4],
+           'in', 0, 'out', 0, 'acked', 0, 'epoch', 1)
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
 return 1
 """
 
 # KEYS[1] meta, KEYS[2] out; ARGV: key, last (hub messages the client has), grace(ms)
-# -> {epoch, in, out} | error UNKNOWN | error GAP (what the client needs is gone)
+# -> the meta hash as a flat list | error UNKNOWN | error GAP (what the client needs is gone)
+# A `last` below `acked` is a stale cursor (a later ack overtook it): the client has `acked`.
 _CLAIM: Final = """
-local meta = redis.call('HMGET', KEYS[1], 'key', 'in', 'out')
+local meta = redis.call('HMGET', KEYS[1], 'key', 'out', 'acked')
 if not meta[1] or meta[1] ~= ARGV[1] then return redis.error_reply('UNKNOWN') end
-local last, out = tonumber(ARGV[2]), tonumber(meta[3])
+local last, out, acked = tonumber(ARGV[2]), tonumber(meta[2]), tonumber(meta[3])
 if last > out then return redis.error_reply('GAP') end
+if last < acked then last = acked end
 local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
 if #first > 0 then
   local oldest = tonumber(string.match(first[1][1], '^(%d+)'))
   if last + 1 < oldest then return redis.error_reply('GAP') end
 end
 redis.call('XTRIM', KEYS[2], 'MINID', last + 1)
-local epoch = redis.call('HINCRBY', KEYS[1], 'epoch', 1)
+redis.call('HSET', KEYS[1], 'acked', last)
+redis.call('HINCRBY', KEYS[1], 'epoch', 1)
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
-return {epoch, tonumber(meta[2]), out}
+return redis.call('HGETALL', KEYS[1])
 """
 
 # KEYS[1] meta, KEYS[2] out; ARGV: epoch, first seq, echo(0/1), limit, grace(ms),
@@ -146,10 +140,14 @@ return seq
 
 # KEYS[1] meta, KEYS[2] out; ARGV: epoch, seq -> remaining | error
 _ACK: Final = """
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
-if not epoch then return redis.error_reply('UNKNOWN') end
-if tonumber(epoch) ~= tonumber(ARGV[1]) then return redis.error_reply('FENCED') end
-redis.call('XTRIM', KEYS[2], 'MINID', tonumber(ARGV[2]) + 1)
+local meta = redis.call('HMGET', KEYS[1], 'epoch', 'acked', 'out')
+if not meta[1] then return redis.error_reply('UNKNOWN') end
+if tonumber(meta[1]) ~= tonumber(ARGV[1]) then return redis.error_reply('FENCED') end
+local seq = math.min(tonumber(ARGV[2]), tonumber(meta[3]))
+if seq > tonumber(meta[2]) then
+  redis.call('HSET', KEYS[1], 'acked', seq)
+  redis.call('XTRIM', KEYS[2], 'MINID', seq + 1)
+end
 return redis.call('XLEN', KEYS[2])
 """
 
@@ -199,28 +197,29 @@ class RedisSessionStore:
         while True:
             session, key = secrets.token_urlsafe(12), secrets.token_urlsafe(18)
             token = secrets.token_urlsafe(12) if kind == "eventsource" else ""
-            args: list[str | int] = [key, kind, token, self.grace_ms]
+            args: list[str | int] = [session, key, kind, token, self.grace_ms]
             if await self._create(keys=self.keys(session), args=args):
                 return session, key, token or None
 
-    async def claim(self, session: str, key: str, last: int) -> Claimed:
+    async def claim(self, session: str, key: str, last: int) -> SessionState:
         """Take the session's link over (fencing every earlier owner); ``last``: what the
         client has of the hub's messages, which is acknowledged.
+
+        Returns the session's state, whose ``epoch`` the caller presents with
+        every later write (:meth:`apply`, :meth:`ack`, :meth:`touch`).
 
         Raises:
             UnknownSession: no such session, the wrong key, or ``last`` asks for
                 messages no longer kept (or never sent).
         """
         try:
-            epoch, received, sent = await self._claim(
-                keys=self.keys(session), args=[key, last, self.grace_ms]
-            )
+            flat = await self._claim(keys=self.keys(session), args=[key, last, self.grace_ms])
         except ResponseError as exc:
             raise UnknownSession(str(exc)) from exc
-        return Claimed(session, int(epoch), int(received), int(sent))
+        return SessionState.from_fields(dict(zip(flat[::2], flat[1::2], strict=True)))
 
     async def apply(
-        self, claimed: Claimed, first_seq: int, payloads: list[Payload], *, echo: bool
+        self, claimed: SessionState, first_seq: int, payloads: list[Payload], *, echo: bool
     ) -> Applied:
         """Apply client messages numbered from ``first_seq``: repeats are skipped, a gap stops.
 
@@ -247,7 +246,7 @@ class RedisSessionStore:
                 args += [BINARY, payload]
             else:
                 args += [TEXT, payload.encode()]  # type: ignore[union-attr]
-        received, first, count, full = await self._run(self._apply, claimed.session, args)
+        received, first, count, full = await self._run(self._apply, claimed.id, args)
         return Applied(int(received), int(first), int(count), bool(full))
 
     async def append(self, session: str, payload: Payload) -> int:
@@ -266,14 +265,14 @@ class RedisSessionStore:
             raise UnknownSession(str(exc)) from exc
         return int(seq)
 
-    async def ack(self, claimed: Claimed, seq: int) -> int:
+    async def ack(self, claimed: SessionState, seq: int) -> int:
         """The client has every hub message up to ``seq``: forget them; returns how many remain."""
-        remaining = await self._run(self._ack, claimed.session, [claimed.epoch, seq])
+        remaining = await self._run(self._ack, claimed.id, [claimed.epoch, seq])
         return int(remaining)
 
-    async def touch(self, claimed: Claimed) -> None:
+    async def touch(self, claimed: SessionState) -> None:
         """The owner still holds the link: every key lives ``grace`` more seconds."""
-        await self._run(self._touch, claimed.session, [claimed.epoch, self.grace_ms])
+        await self._run(self._touch, claimed.id, [claimed.epoch, self.grace_ms])
 
     async def after(self, session: str, seq: int) -> list[tuple[int, Payload]]:
         """The kept hub messages numbered ``> seq``, in order."""

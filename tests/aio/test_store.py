@@ -56,8 +56,8 @@ async def test_a_session_numbers_keeps_and_replays_until_acknowledged(
 
 
 async def test_the_key_is_needed_and_a_lost_message_is_refused(client: aioredis.Redis) -> None:
-    """A claim with the wrong key, of an unknown session, or asking for what is no longer
-    kept, is UnknownSession (410) and changes nothing."""
+    """A claim with the wrong key, of an unknown session, or asking for what was never
+    sent, is UnknownSession (410) and changes nothing."""
     sessions = store(client)
     sid, key, _ = await sessions.create("rxconn")
     await sessions.append(sid, "a")
@@ -66,13 +66,27 @@ async def test_the_key_is_needed_and_a_lost_message_is_refused(client: aioredis.
     for session, secret, last in (
         (sid, "guess", 1),
         ("nope", key, 0),
-        (sid, key, 0),
         (sid, key, 9),
     ):
         with pytest.raises(UnknownSession):
             await sessions.claim(session, secret, last)
     assert await sessions.after(sid, 1) == [(2, "b")]
     await sessions.touch(first)  # still the owner: nothing above changed the epoch
+
+
+async def test_a_cursor_below_the_ack_is_stale_not_a_gap(client: aioredis.Redis) -> None:
+    """A claim whose cursor a later ack overtook (another link, another hub) resumes after
+    the ack: the client already has those messages. The state says what is acknowledged."""
+    sessions = store(client)
+    sid, key, _ = await sessions.create("rxconn")
+    for p in "abc":
+        await sessions.append(sid, p)
+    first = await sessions.claim(sid, key, last=0)
+    assert await sessions.ack(first, 2) == 1
+    stale = await sessions.claim(sid, key, last=1)
+    assert (stale.id, stale.key, stale.acked, stale.sent) == (sid, key, 2, 3)
+    assert stale.epoch == first.epoch + 1
+    assert await sessions.after(sid, stale.acked) == [(3, "c")]
 
 
 async def test_client_messages_apply_once_with_their_echo_in_one_step(

@@ -34,7 +34,7 @@ CONTRACT = [
 ]
 
 # Layer 1 (sans-I/O) may import only the stdlib and itself; layer 2 (core) adds reactivex.
-SANS_IO = {"errors", "states", "sse", "backoff", "wire", "session", "_types", "quality"}
+SANS_IO = {"errors", "states", "sse", "backoff", "wire", "session", "_types", "quality", "_sender"}
 CORE = {"transport", "operators", "connection", "_multicast", "_scheduler", "testing"}
 FOREIGN_FOR_SANS_IO = {"reactivex", "aiohttp", "asyncio", "yarl"}
 FOREIGN_FOR_CORE = {"aiohttp", "yarl"}

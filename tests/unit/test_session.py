@@ -7,7 +7,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rxconn import BufferFullError
-from rxconn.session import Accept, AckSchedule, HubSession, Inbound, ReplayGap, ReplayLog
+from rxconn.session import (
+    Accept,
+    AckSchedule,
+    HubSession,
+    Inbound,
+    ReplayGap,
+    ReplayLog,
+    SessionProtocol,
+    SessionState,
+)
 
 
 def test_inbound_delivers_the_next_drops_repeats_and_flags_gaps() -> None:
@@ -113,3 +122,45 @@ def test_ack_schedule_coalesces_by_count_and_by_delay() -> None:
     assert acks.unacked == 0 and acks.delivered() == "arm"
     by_time_only = AckSchedule(delay=0.25, every=None)
     assert [by_time_only.delivered() for _ in range(5000)].count("arm") == 1
+
+
+def test_session_state_is_plain_data_that_round_trips() -> None:
+    """SessionState maps onto a Redis hash (str or bytes fields) and back exactly."""
+    state = SessionState("s1", "secret", received=7, sent=12, acked=9, epoch=3)
+    fields = state.to_fields()
+    assert all(type(k) is str and type(v) is str for k, v in fields.items())
+    assert SessionState.from_fields(fields) == state
+    as_bytes = {k.encode(): v.encode() for k, v in fields.items()}  # what redis-py returns
+    assert SessionState.from_fields(as_bytes) == state
+    with pytest.raises(ValueError, match="not a session state"):
+        SessionState.from_fields({"id": "s1"})
+    with pytest.raises(ValueError, match="not a session state"):
+        SessionState.from_fields({**fields, "in": "seven"})
+
+
+def test_both_ends_are_one_protocol_object_and_a_hub_end_restores_from_state() -> None:
+    """The client's HubSession and a hub's end are SessionProtocols; a hub end kept as
+    state (and its unacknowledged messages) continues where it stopped, in another process."""
+    log = ReplayLog(10)
+    hub = SessionProtocol(log, "s1", "secret")
+    client = HubSession("s1", "secret")
+    assert isinstance(client, SessionProtocol)
+    for p in "abc":
+        log.push(p)
+    for seq in (1, 2):
+        assert client.receive(seq) is Accept.DELIVER
+    log.ack(client.received)
+    assert hub.receive(1) is Accept.DELIVER  # one client message applied
+
+    state = hub.state()
+    assert (state.received, state.sent, state.acked) == (1, 3, 2)
+    kept = [p for _, p in log.after(state.acked)]
+    fresh = ReplayLog(10)  # another process: only the state and the kept messages survive
+    again = SessionProtocol.restore(SessionState.from_fields(state.to_fields()), fresh)
+    for p in kept:
+        fresh.push(p)
+    assert again.receive(1) is Accept.REPEAT and again.receive(2) is Accept.DELIVER
+    assert list(fresh.after(client.received)) == [(3, "c")]
+    assert fresh.push("d") == 4
+    with pytest.raises(ValueError):
+        HubSession().state()  # not named by a hub yet
