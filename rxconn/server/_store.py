@@ -12,6 +12,13 @@ that a later Redis Cluster keeps them in one slot:
 * ``{prefix}:{<sid>}:out``, a stream of the hub messages not yet acknowledged,
   with entry ids ``<seq>-0``, so that a replay is ``XRANGE (<last> +``.
 
+The hash also names the ``owner``, the hub whose claim was last: every append
+publishes the session id on that hub's channel (``{prefix}:hub:<owner>``) so it
+reads the new messages at once, and a claim by another hub publishes ``!`` and
+the id on the old owner's channel, so it lets the link go without waiting for
+a refused write. Pub/sub only wakes hubs; the messages themselves are in the
+stream, so a lost wake-up delays, never loses.
+
 Every change is one Lua script, so nothing is ever half done when a hub dies:
 applying a client batch advances ``in`` *and* appends the echoes in one step
 (an echo exists exactly once per client message, cluster-wide), and every
@@ -38,7 +45,7 @@ from ..errors import BufferFullError
 from ..session import SessionState
 
 
-__all__ = ["Applied", "Fenced", "RedisSessionStore", "UnknownSession"]
+__all__ = ["Applied", "Fenced", "RedisSessionStore", "Stored", "UnknownSession"]
 
 TEXT: Final = b"t"
 BINARY: Final = b"b"
@@ -50,6 +57,15 @@ class UnknownSession(Exception):
 
 class Fenced(Exception):
     """The caller's epoch is stale: another hub took the session's link over."""
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """A session claimed from Redis: its state, kind, and a browser session's resume token."""
+
+    state: SessionState
+    kind: str
+    token: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,21 +82,27 @@ class Applied:
     """The echo found the outgoing stream full: the rest of the batch was not applied."""
 
 
-# KEYS[1] meta, KEYS[2] out; ARGV: id, key, kind, token, grace(ms)
+# KEYS[1] meta, KEYS[2] out; ARGV: id, key, kind, token, grace(ms), owner
 _CREATE: Final = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'id', ARGV[1], 'key', ARGV[2], 'kind', ARGV[3], 'token', ARGV[4],
-           'in', 0, 'out', 0, 'acked', 0, 'epoch', 1)
+           'in', 0, 'out', 0, 'acked', 0, 'epoch', 1, 'owner', ARGV[6])
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 return 1
 """
 
-# KEYS[1] meta, KEYS[2] out; ARGV: key, last (hub messages the client has), grace(ms)
+# KEYS[1] meta, KEYS[2] out; ARGV: secret, last (hub messages the client has), grace(ms),
+#   owner, channel prefix
 # -> the meta hash as a flat list | error UNKNOWN | error GAP (what the client needs is gone)
-# A `last` below `acked` is a stale cursor (a later ack overtook it): the client has `acked`.
+# The secret is the key, or a browser session's resume token. A `last` below `acked` is a
+# stale cursor (a later ack overtook it): the client has `acked`. The previous owner is
+# told on its channel ("!" + id) that it is fenced.
 _CLAIM: Final = """
-local meta = redis.call('HMGET', KEYS[1], 'key', 'out', 'acked')
-if not meta[1] or meta[1] ~= ARGV[1] then return redis.error_reply('UNKNOWN') end
+local meta = redis.call('HMGET', KEYS[1], 'key', 'out', 'acked', 'token', 'owner')
+if not meta[1] then return redis.error_reply('UNKNOWN') end
+if meta[1] ~= ARGV[1] and (not meta[4] or meta[4] == '' or meta[4] ~= ARGV[1]) then
+  return redis.error_reply('UNKNOWN')
+end
 local last, out, acked = tonumber(ARGV[2]), tonumber(meta[2]), tonumber(meta[3])
 if last > out then return redis.error_reply('GAP') end
 if last < acked then last = acked end
@@ -89,9 +111,15 @@ if #first > 0 then
   local oldest = tonumber(string.match(first[1][1], '^(%d+)'))
   if last + 1 < oldest then return redis.error_reply('GAP') end
 end
-redis.call('XTRIM', KEYS[2], 'MINID', last + 1)
-redis.call('HSET', KEYS[1], 'acked', last)
+if meta[1] == ARGV[1] then
+  redis.call('XTRIM', KEYS[2], 'MINID', last + 1)
+  redis.call('HSET', KEYS[1], 'acked', last)
+end
 redis.call('HINCRBY', KEYS[1], 'epoch', 1)
+redis.call('HSET', KEYS[1], 'owner', ARGV[4])
+if meta[5] and meta[5] ~= ARGV[4] then
+  redis.call('PUBLISH', ARGV[5] .. meta[5], '!' .. redis.call('HGET', KEYS[1], 'id'))
+end
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 return redis.call('HGETALL', KEYS[1])
@@ -127,14 +155,21 @@ if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('PEXPIRE', KEYS[2], ARGV[5
 return {received, first, applied, full}
 """
 
-# KEYS[1] meta, KEYS[2] out; ARGV: type, data, limit -> seq | error UNKNOWN | error FULL
+# KEYS[1] meta, KEYS[2] out; ARGV: type, data, limit, channel prefix, notify (0/1)
+# -> seq | error UNKNOWN | error FULL. The owner hub is woken on its channel (the id).
+# A browser session (kind eventsource) never acknowledges: its stream is a window.
 _APPEND: Final = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('UNKNOWN') end
-if redis.call('XLEN', KEYS[2]) >= tonumber(ARGV[3]) then return redis.error_reply('FULL') end
+local meta = redis.call('HMGET', KEYS[1], 'owner', 'kind', 'id')
+if not meta[3] then return redis.error_reply('UNKNOWN') end
+if redis.call('XLEN', KEYS[2]) >= tonumber(ARGV[3]) then
+  if meta[2] ~= 'eventsource' then return redis.error_reply('FULL') end
+  redis.call('XTRIM', KEYS[2], 'MAXLEN', tonumber(ARGV[3]) - 1)
+end
 local seq = redis.call('HINCRBY', KEYS[1], 'out', 1)
 redis.call('XADD', KEYS[2], seq .. '-0', 't', ARGV[1], 'd', ARGV[2])
 local ttl = redis.call('PTTL', KEYS[1])
 if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
+if ARGV[5] == '1' and meta[1] then redis.call('PUBLISH', ARGV[4] .. meta[1], meta[3]) end
 return seq
 """
 
@@ -171,13 +206,24 @@ class RedisSessionStore:
         grace: Seconds every key of a session lives after it was last touched.
         replay_limit: The most unacknowledged hub messages a session keeps
             (:class:`~rxconn.errors.BufferFullError` past it; never dropped).
+        owner: This hub's id (sessions it creates or claims are woken on its channel).
     """
 
     def __init__(
-        self, client: aioredis.Redis, *, prefix: str = "rx", grace: float, replay_limit: int
+        self,
+        client: aioredis.Redis,
+        *,
+        prefix: str = "rx",
+        grace: float,
+        replay_limit: int,
+        owner: str = "",
     ) -> None:
         self._client = client
         self.prefix = prefix
+        self.owner = owner
+        """This hub's id: the owner a claim records, so appends from any hub wake it."""
+        self.channels = f"{prefix}:hub:"
+        """Each hub's wake-up channel is this plus its id."""
         self.grace_ms = max(1, int(grace * 1000))
         self.replay_limit = replay_limit
         self._create = client.register_script(_CREATE)
@@ -197,13 +243,14 @@ class RedisSessionStore:
         while True:
             session, key = secrets.token_urlsafe(12), secrets.token_urlsafe(18)
             token = secrets.token_urlsafe(12) if kind == "eventsource" else ""
-            args: list[str | int] = [session, key, kind, token, self.grace_ms]
+            args: list[str | int] = [session, key, kind, token, self.grace_ms, self.owner]
             if await self._create(keys=self.keys(session), args=args):
                 return session, key, token or None
 
-    async def claim(self, session: str, key: str, last: int) -> SessionState:
+    async def claim(self, session: str, key: str, last: int) -> Stored:
         """Take the session's link over (fencing every earlier owner); ``last``: what the
-        client has of the hub's messages, which is acknowledged.
+        client has of the hub's messages, which is acknowledged (``key`` may be a browser
+        session's resume token, which acknowledges nothing).
 
         Returns the session's state, whose ``epoch`` the caller presents with
         every later write (:meth:`apply`, :meth:`ack`, :meth:`touch`).
@@ -212,11 +259,14 @@ class RedisSessionStore:
             UnknownSession: no such session, the wrong key, or ``last`` asks for
                 messages no longer kept (or never sent).
         """
+        args: list[str | int] = [key, last, self.grace_ms, self.owner, self.channels]
         try:
-            flat = await self._claim(keys=self.keys(session), args=[key, last, self.grace_ms])
+            flat = await self._claim(keys=self.keys(session), args=args)
         except ResponseError as exc:
             raise UnknownSession(str(exc)) from exc
-        return SessionState.from_fields(dict(zip(flat[::2], flat[1::2], strict=True)))
+        pairs = zip(flat[::2], flat[1::2], strict=True)
+        fields = {bytes(k).decode(): bytes(v).decode() for k, v in pairs}
+        return Stored(SessionState.from_fields(fields), fields["kind"], fields["token"] or None)
 
     async def apply(
         self, claimed: SessionState, first_seq: int, payloads: list[Payload], *, echo: bool
@@ -249,16 +299,18 @@ class RedisSessionStore:
         received, first, count, full = await self._run(self._apply, claimed.id, args)
         return Applied(int(received), int(first), int(count), bool(full))
 
-    async def append(self, session: str, payload: Payload) -> int:
-        """Number ``payload`` for the client and keep it until acknowledged (any hub may).
+    async def append(self, session: str, payload: Payload, *, notify: bool = True) -> int:
+        """Number ``payload`` for the client and keep it until acknowledged (any hub may);
+        with ``notify`` the hub that owns the session's link is woken on its channel.
 
         Raises:
             BufferFullError: ``replay_limit`` messages already wait (nothing appended).
             UnknownSession: the session is gone.
         """
         kind, data = (BINARY, payload) if type(payload) is bytes else (TEXT, payload.encode())  # type: ignore[union-attr]
+        args: list[bytes | str | int] = [kind, data, self.replay_limit, self.channels, int(notify)]
         try:
-            seq = await self._append(keys=self.keys(session), args=[kind, data, self.replay_limit])
+            seq = await self._append(keys=self.keys(session), args=args)
         except ResponseError as exc:
             if "FULL" in str(exc):
                 raise BufferFullError(self.replay_limit) from exc
