@@ -3,9 +3,9 @@
 The connection wires the pure-Rx core together (see ``docs/lifecycle.md``)::
 
     transport.open()                 cold: one physical link per subscription
-      -> idle_timeout                half-open detection, the fast lane that hands
-                                     payloads straight to ``messages``, and the
-                                     Connecting(name, attempt) announcement
+      -> link_events                 the fast lane that hands payloads straight to
+                                     ``messages``, half-open detection (idle
+                                     timeout), and the Connecting announcement
       -> retry_with_backoff          reconnects; completion counts as a lost link
       -> _on_event                   state, acknowledgements, outbox flush
 
@@ -30,8 +30,7 @@ from reactivex import Observable, abc
 from reactivex import operators as ops
 from reactivex.disposable import Disposable, SerialDisposable
 
-from ._core._idle import Activity, idle_timeout_
-from ._core._lane import fast_lane_
+from ._core._lane import link_events_
 from ._core._outbox import Outbox
 from ._core._retry import AttemptStarted, Paused, Retrying, retry_with_backoff_
 from ._multicast import Multicast
@@ -398,25 +397,16 @@ class Connection:
         # transport.open() is cold: each (re)subscription by the retry operator opens
         # a new link, so no defer is needed (every wrapper layer is one more call
         # per message on the hot path).
-        activity = Activity()
         attempt: Observable[Any] = transport.open(scheduler, context).pipe(
-            fast_lane_(
-                self._deliver,  # payloads skip the rest of the chain
+            link_events_(
+                self._deliver,  # the fast lane: payloads skip the rest of the chain
                 is_open=_is_opened,
-                activity=activity,
+                idle_timeout=self._idle_timeout,
+                make_error=self._idle_error,
                 subscribed=self._announce_default,  # Connecting(name), unless Trying named it
+                scheduler=scheduler,
             )
         )
-        if self._idle_timeout is not None:
-            attempt = attempt.pipe(
-                idle_timeout_(
-                    self._idle_timeout,
-                    is_open=_is_opened,
-                    make_error=self._idle_error,
-                    activity=activity,
-                    scheduler=scheduler,
-                )
-            )
         pipeline = attempt.pipe(
             retry_with_backoff_(
                 self._backoff,

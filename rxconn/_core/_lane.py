@@ -1,13 +1,16 @@
-"""fast_lane_: a link's payloads go straight to the connection, everything else down the chain.
+"""link_events_: a link's events on their way to the connection, in one operator.
 
 A message would otherwise cost one call per operator between the link and the
-connection (idle timeout, retry, …). Once the link has opened (``is_open``),
-this operator, applied right on the link's events, hands each payload
-(``str``/``bytes``) to ``sink`` and marks ``activity`` (so the idle timeout
-still sees it arrive); opened, acknowledgements, errors and diagnostics flow
-downstream as before. ``subscribed`` runs once the link's subscription returned
-(the connection announces ``Connecting`` there, after a transport's own
-synchronous ``Trying``).
+connection. Applied right on a link's events, this operator
+
+* hands each payload (``str``/``bytes``) that arrives once the link has opened
+  (``is_open``) straight to ``sink``: the *fast lane*; opened, acknowledgements,
+  errors and diagnostics flow downstream as before;
+* with ``idle_timeout``, drives an :class:`~rxconn._core._idle.IdleWatch`
+  (every arrival but a diagnostic counts), and errors with ``make_error`` when
+  the link went quiet;
+* calls ``subscribed`` once the link's subscription returned (the connection
+  announces ``Connecting`` there, after a transport's own synchronous ``Trying``).
 """
 
 from __future__ import annotations
@@ -16,47 +19,81 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from reactivex import Observable, abc
+from reactivex.disposable import CompositeDisposable, Disposable, SingleAssignmentDisposable
 
-from ._idle import Activity
+from ..diagnostics import Diagnostic
+from ._idle import IdleWatch
+from ._scheduling import pick_scheduler
 
 
-__all__ = ["fast_lane_"]
+__all__ = ["link_events_"]
 
 _T = TypeVar("_T")
 
 
-def fast_lane_(
+def link_events_(
     sink: Callable[[Any], None],
     *,
     is_open: Callable[[Any], bool],
-    activity: Activity,
+    idle_timeout: float | None,
+    make_error: Callable[[float], Exception],
     subscribed: Callable[[], None] | None = None,
+    scheduler: abc.SchedulerBase | None = None,
 ) -> Callable[[Observable[_T]], Observable[_T]]:
     """Build the operator (see the module docstring)."""
+    if idle_timeout is not None and not idle_timeout > 0:
+        raise ValueError(f"idle timeout must be > 0, got {idle_timeout!r}")
 
     def operator(source: Observable[_T]) -> Observable[_T]:
         def subscribe(
-            observer: abc.ObserverBase[_T], scheduler: abc.SchedulerBase | None = None
+            observer: abc.ObserverBase[_T], scheduler_: abc.SchedulerBase | None = None
         ) -> abc.DisposableBase:
+            upstream = SingleAssignmentDisposable()
+            watch: IdleWatch | None = None
+            if idle_timeout is not None:
+
+                def dead(after: float) -> None:
+                    upstream.dispose()
+                    observer.on_error(make_error(after))
+
+                sched = pick_scheduler("idle_timeout", scheduler, scheduler_)
+                watch = IdleWatch(idle_timeout, sched, dead)
             armed = False
 
             def on_next(value: _T) -> None:
                 nonlocal armed
                 if armed:
                     if type(value) is str or type(value) is bytes:
-                        activity.seen = True
+                        if watch is not None:
+                            watch.seen = True
                         sink(value)
                         return
+                    if watch is not None and type(value) is not Diagnostic:
+                        watch.seen = True  # a sign of life; a report is not
                 elif is_open(value):
                     armed = True
+                    if watch is not None:
+                        watch.start()
                 observer.on_next(value)
 
-            disposable = source.subscribe(
-                on_next, observer.on_error, observer.on_completed, scheduler=scheduler
+            def on_error(error: Exception) -> None:
+                if watch is not None:
+                    watch.dispose()
+                observer.on_error(error)
+
+            def on_completed() -> None:
+                if watch is not None:
+                    watch.dispose()
+                observer.on_completed()
+
+            upstream.disposable = source.subscribe(
+                on_next, on_error, on_completed, scheduler=scheduler_
             )
             if subscribed is not None:
                 subscribed()
-            return disposable
+            if watch is None:
+                return upstream
+            return CompositeDisposable(upstream, Disposable(watch.dispose))
 
         return Observable(subscribe)
 
