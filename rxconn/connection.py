@@ -59,6 +59,7 @@ from .transport import (
     LinkContext,
     Opened,
     Payload,
+    Payloads,
     QuittableLink,
     SizedTransport,
     Transport,
@@ -459,6 +460,9 @@ class Connection:
         kind = type(event)
         if kind is str or kind is bytes:
             self._deliver(event)
+        elif kind is Payloads:
+            for payload in event:
+                self._deliver(payload)
         elif kind is Acked:
             settled = self._outbox.ack(event.seq, self._via)
             if settled is not None:

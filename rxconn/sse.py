@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import codecs
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import repeat
 from typing import Final
 
 
-__all__ = ["SSEDecoder", "ServerSentEvent", "encode_comment", "encode_event"]
+__all__ = ["SSEDataDecoder", "SSEDecoder", "ServerSentEvent", "encode_comment", "encode_event"]
 
 _BOM: Final = "\ufeff"
 # Longest retry value accepted; int() refuses > 4300 digits by default anyway.
@@ -147,8 +148,10 @@ class SSEDecoder:
         "_line_len",
         "_skip_lf",
         "_started",
+        "_wanted",
         "last_event_id",
         "retry",
+        "skipped",
     )
 
     def __init__(self, *, last_event_id: str = "") -> None:
@@ -173,6 +176,9 @@ class SSEDecoder:
         self._data_len = 0  # Length of the spec's data buffer: each line plus its LF.
         self._event_type = ""
         self._id_buffer = last_event_id
+        self._wanted: frozenset[str] | None = None  # SSEDataDecoder: the types it returns
+        self.skipped = 0
+        """Events dispatched but not returned (:class:`SSEDataDecoder`: other types)."""
 
     @property
     def pending(self) -> int:
@@ -263,6 +269,18 @@ class SSEDecoder:
             self._tail(first, text, pos, events)
         return events
 
+    def _bulk(
+        self, count: int, data: list[str], ids: list[str] | None, id_: str
+    ) -> list[ServerSentEvent]:
+        """The ``message`` events of a regular run (see :func:`_events`), in bulk."""
+        wanted = self._wanted
+        if wanted is None:
+            return _events(count, data, ids, id_)
+        if "message" in wanted:  # SSEDataDecoder returns the data itself
+            return data  # type: ignore[return-value]
+        self.skipped += count
+        return []
+
     def _tail(self, first: list[str], text: str, pos: int, events: list[ServerSentEvent]) -> None:
         """Interpret the complete lines of ``text[pos:]`` and keep its unfinished line."""
         lines = _split_lines_at(text, pos, len(text))
@@ -296,7 +314,7 @@ class SSEDecoder:
             # line. (One memchr over the joined values is much cheaper than str.count.)
             data = text[start + 6 : last].split(_DATA_BLOCKS)
             if "\n" not in "".join(data):
-                events += _events(len(data), data, None, self.last_event_id)
+                events += self._bulk(len(data), data, None, self.last_event_id)
             else:
                 self._runs(data, "data: ", events)
         elif text.startswith("id: ", start):
@@ -319,7 +337,7 @@ class SSEDecoder:
                     if sum(map(len, data)) == data_len - 6 * count:
                         ids = id_lines.split(_ID_LINE)
                         ids[0] = ids[0][4:]
-                        events += _events(count, data, ids, "")
+                        events += self._bulk(count, data, ids, "")
                         # §9.2.6: each block set the buffer, and its blank line the string.
                         self.last_event_id = self._id_buffer = ids[-1]
                         return
@@ -366,7 +384,7 @@ class SSEDecoder:
             other += lines
             other.append("")  # the blank line that ended the piece's last block
         if data:
-            events += _events(len(data), data, ids, "")
+            events += self._bulk(len(data), data, ids, "")
         self.last_event_id = self._id_buffer = last_id
         if other:
             self._lines(other, events)
@@ -385,7 +403,7 @@ class SSEDecoder:
             The last event ID string afterwards (the lines may have set it).
         """
         if data:
-            events += _events(len(data), data, ids, "")
+            events += self._bulk(len(data), data, ids, "")
             data.clear()
             ids.clear()
         self.last_event_id = self._id_buffer = last_id
@@ -400,12 +418,19 @@ class SSEDecoder:
         held = len(data)  # data lines already counted in self._data_len
         event_type = self._event_type
         id_buffer = self._id_buffer
+        wanted = self._wanted
         for line in lines:
             if not line:
                 # Blank line: "dispatch the event" (§9.2.6). Step 1: the last event ID
                 # string is set from the buffer even if nothing ends up dispatched.
                 self.last_event_id = id_buffer
-                if data:
+                if data and wanted is not None:  # SSEDataDecoder: the data, or nothing
+                    if (event_type or "message") in wanted:
+                        events.append("\n".join(data))  # type: ignore[arg-type]
+                    else:
+                        self.skipped += 1
+                    data = []
+                elif data:
                     # The data buffer is kept as lines, so joining with LF equals "append
                     # value + LF per line, then remove the one trailing LF".
                     event = _new_event(ServerSentEvent)
@@ -531,3 +556,28 @@ def encode_comment(text: str = "") -> bytes:
     lines = [f": {line}\n" if line else ":\n" for line in _split_lines(text)]
     lines.append("\n")
     return "".join(lines).encode("utf-8")
+
+
+class SSEDataDecoder(SSEDecoder):
+    """An :class:`SSEDecoder` that returns only the data of the events of ``types``.
+
+    For clients that need nothing but the data (``message`` events, by default):
+    regular runs of blocks then cost no object per event, just the strings. The
+    stream is interpreted exactly as :class:`SSEDecoder` does (``last_event_id``,
+    ``retry`` and ``pending`` are the same after every chunk); events of other
+    types are counted in :attr:`skipped`.
+
+    Args:
+        types: The event types whose data :meth:`feed` returns.
+        last_event_id: As for :class:`SSEDecoder`.
+    """
+
+    __slots__ = ()
+
+    def __init__(self, types: Iterable[str] = ("message",), *, last_event_id: str = "") -> None:
+        super().__init__(last_event_id=last_event_id)
+        self._wanted = frozenset(types)
+
+    def feed(self, chunk: bytes) -> list[str]:  # type: ignore[override]
+        """Parse the next chunk; return the data of the events of ``types`` it completes."""
+        return super().feed(chunk)  # type: ignore[return-value]

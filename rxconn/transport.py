@@ -53,6 +53,7 @@ __all__ = [
     "LinkEvent",
     "Opened",
     "Payload",
+    "Payloads",
     "QuittableLink",
     "RoundTrip",
     "SizedTransport",
@@ -138,7 +139,21 @@ class Alive:
 
 ALIVE: Final = Alive()
 
-LinkEvent: TypeAlias = str | bytes | Opened | Trying | Acked | Alive | Diagnostic | RoundTrip
+
+class Payloads(list[Payload]):
+    """Several payloads that arrived together, in order: the same as emitting each one.
+
+    A link that reads many messages at once (an SSE chunk) emits them as one
+    event, so they pass the operators between the link and the connection once
+    rather than once each.
+    """
+
+    __slots__ = ()
+
+
+LinkEvent: TypeAlias = (
+    str | bytes | Payloads | Opened | Trying | Acked | Alive | Diagnostic | RoundTrip
+)
 
 
 @dataclass(eq=False)

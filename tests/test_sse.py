@@ -13,7 +13,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rxconn.sse import ServerSentEvent, SSEDecoder, encode_comment, encode_event
+from rxconn.sse import (
+    ServerSentEvent,
+    SSEDataDecoder,
+    SSEDecoder,
+    encode_comment,
+    encode_event,
+)
 
 
 E = ServerSentEvent
@@ -815,3 +821,69 @@ def test_pending_grows_with_a_long_unfinished_data_line() -> None:
     for size in range(1, 2001):
         decoder.feed(b"z" if size > 1 else b"d")
         assert decoder.pending == size
+
+
+# --- SSEDataDecoder: the same stream, only the data of the wanted types ---
+
+_TYPE_SETS = [("message",), ("message", "tick"), ("tick",), ()]
+
+
+def _data_run(
+    chunks: list[bytes], types: tuple[str, ...]
+) -> tuple[list[str], int, str, int | None, list[int]]:
+    """Feed both decoders chunk by chunk: the data decoder's results, and the check values."""
+    full, only = SSEDecoder(), SSEDataDecoder(types)
+    data: list[str] = []
+    pending: list[int] = []
+    for chunk in chunks:
+        events = full.feed(chunk)
+        got = only.feed(chunk)
+        assert got == [e.data for e in events if e.event in types]
+        data += got
+        pending.append(only.pending - full.pending)
+    assert (only.last_event_id, only.retry) == (full.last_event_id, full.retry)
+    return data, only.skipped, only.last_event_id, only.retry, pending
+
+
+def _expected_data(stream: bytes, types: tuple[str, ...]) -> tuple[list[str], int]:
+    run = reference_parse(stream)
+    return [e.data for e in run.events if e.event in types], sum(
+        1 for e in run.events if e.event not in types
+    )
+
+
+@pytest.mark.parametrize("types", _TYPE_SETS)
+@pytest.mark.parametrize("case", CASES, ids=_case_id)
+def test_data_decoder_matches_the_full_decoder_on_every_case(
+    case: Case, types: tuple[str, ...]
+) -> None:
+    """Every conformance case, whole and cut at every byte: the data of the wanted types,
+    the others counted, and the same last_event_id, retry and pending as SSEDecoder."""
+    stream = case.stream
+    for cut in range(len(stream) + 1):
+        data, skipped, *_, pending = _data_run([stream[:cut], stream[cut:]], types)
+        assert (data, skipped) == _expected_data(stream, types), cut
+        assert set(pending) <= {0}
+
+
+@settings(database=None, deadline=None, max_examples=200)
+@given(st.data())
+def test_data_decoder_matches_on_random_and_near_miss_streams(data: st.DataObject) -> None:
+    """Random and near-miss streams (which exercise the bulk paths), however chunked."""
+    stream = data.draw(_streams() | _near_miss_streams())
+    types = data.draw(st.sampled_from(_TYPE_SETS))
+    result, skipped, *_ = _data_run(data.draw(_chunkings(stream)), types)
+    assert (result, skipped) == _expected_data(stream, types)
+
+
+def test_data_decoder_regular_runs_return_the_data_itself() -> None:
+    """A long regular run of either shape yields plain strings, and nothing is skipped."""
+    for block in ("data: {}\n\n", "id: {}\ndata: {}\n\n"):
+        stream = "".join(block.format(i, i) for i in range(1000)).encode()
+        decoder = SSEDataDecoder()
+        got = decoder.feed(stream)
+        assert got == [str(i) for i in range(1000)] and decoder.skipped == 0
+        assert all(type(x) is str for x in got)
+    other = SSEDataDecoder(["tick"])
+    assert other.feed(b"data: a\n\ndata: b\n\nevent: tick\ndata: c\n\n") == ["c"]
+    assert other.skipped == 2

@@ -3,9 +3,10 @@
 A message would otherwise cost one call per operator between the link and the
 connection. Applied right on a link's events, this operator
 
-* hands each payload (``str``/``bytes``) that arrives once the link has opened
-  (``is_open``) straight to ``sink``: the *fast lane*; opened, acknowledgements,
-  errors and diagnostics flow downstream as before;
+* hands each payload (``str``/``bytes``, or each of a
+  :class:`~rxconn.transport.Payloads`) that arrives once the link has opened
+  (``is_open``) straight to ``sink``: the *fast lane*; opened,
+  acknowledgements, errors and diagnostics flow downstream as before;
 * with ``idle_timeout``, drives an :class:`~rxconn._core._idle.IdleWatch`
   (every arrival but a diagnostic counts), and errors with ``make_error`` when
   the link went quiet;
@@ -22,6 +23,7 @@ from reactivex import Observable, abc
 from reactivex.disposable import CompositeDisposable, Disposable, SingleAssignmentDisposable
 
 from ..diagnostics import Diagnostic
+from ..transport import Payloads
 from ._idle import IdleWatch
 from ._scheduling import pick_scheduler
 
@@ -63,10 +65,17 @@ def link_events_(
             def on_next(value: _T) -> None:
                 nonlocal armed
                 if armed:
-                    if type(value) is str or type(value) is bytes:
+                    kind = type(value)
+                    if kind is str or kind is bytes:
                         if watch is not None:
                             watch.seen = True
                         sink(value)
+                        return
+                    if kind is Payloads:
+                        if watch is not None:
+                            watch.seen = True
+                        for payload in value:  # type: ignore[attr-defined]
+                            sink(payload)
                         return
                     if watch is not None and type(value) is not Diagnostic:
                         watch.seen = True  # a sign of life; a report is not

@@ -17,7 +17,7 @@ from .. import wire
 from ..errors import ProtocolError
 from ..session import Accept, HubSession
 from ..sse import ServerSentEvent
-from ..transport import LinkContext, LinkEvent, Payload
+from ..transport import LinkContext, LinkEvent, Payload, Payloads
 
 
 __all__ = ["adopt_session", "deliver_events"]
@@ -72,21 +72,26 @@ def deliver_events(
     assert inbound is not None and hub.id is not None
     numbered = wire.event_numbers(hub.id)
     GAP = Accept.GAP
-    for event in events:
-        seq = numbered(event.id)
-        if seq is None:
-            raise ProtocolError(transport, "an event id is not of this session")
-        if seq <= inbound.received:
-            continue  # a repeat after a resume: already delivered
-        kind = event.event
-        payload: Payload = event.data
-        if kind != "message":
-            try:
-                payload = wire.decode_sse_payload(kind, event.data)
-            except wire.WireError as exc:
-                raise ProtocolError(transport, str(exc)) from exc
-        if len(payload) > limit:
-            raise ProtocolError(transport, f"a message exceeds max_message_size={limit}")
-        if inbound.accept(seq) is GAP:
-            raise ProtocolError(transport, f"gap in the event stream at {seq}")
-        on_next(payload)
+    out: list[Payload] = []  # counted, so delivered even if a later event fails
+    try:
+        for event in events:
+            seq = numbered(event.id)
+            if seq is None:
+                raise ProtocolError(transport, "an event id is not of this session")
+            if seq <= inbound.received:
+                continue  # a repeat after a resume: already delivered
+            kind = event.event
+            payload: Payload = event.data
+            if kind != "message":
+                try:
+                    payload = wire.decode_sse_payload(kind, event.data)
+                except wire.WireError as exc:
+                    raise ProtocolError(transport, str(exc)) from exc
+            if len(payload) > limit:
+                raise ProtocolError(transport, f"a message exceeds max_message_size={limit}")
+            if inbound.accept(seq) is GAP:
+                raise ProtocolError(transport, f"gap in the event stream at {seq}")
+            out.append(payload)
+    finally:
+        if out:  # one event for the whole chunk: it passes the operators once
+            on_next(out[0] if len(out) == 1 else Payloads(out))

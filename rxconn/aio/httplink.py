@@ -36,8 +36,8 @@ from reactivex import abc
 from .. import wire
 from ..errors import ConnectionLost, ProtocolError, TransportError, safe_url
 from ..session import AckSchedule, HubSession
-from ..sse import SSEDecoder
-from ..transport import ALIVE, LinkContext, LinkEvent, Opened
+from ..sse import SSEDataDecoder, SSEDecoder
+from ..transport import ALIVE, LinkContext, LinkEvent, Opened, Payloads
 from ._acks import AckTimer
 from ._base import Headers, PostingTransport
 from ._errors import status_error, translate
@@ -279,10 +279,12 @@ class HttpTransport(PostingTransport):
         hub_mode: bool,
         acker: AckTimer,
     ) -> None:
-        decoder = SSEDecoder()
+        types = self.event_types
+        # Without the hub, only the data of the wanted types matters (no event objects).
+        data_only = not hub_mode and types is not None
+        decoder: Any = SSEDataDecoder(types) if data_only and types is not None else SSEDecoder()
         state = self._state(ctx)
         on_next = observer.on_next
-        types = self.event_types
         hub: HubSession | None = None
         opening = asyncio.timeout(self.open_timeout if hub_mode else None)
         # Characters an unfinished event may hold: the largest message,
@@ -297,6 +299,12 @@ class HttpTransport(PostingTransport):
                     state.retry = min(decoder.retry, MAX_RETRY_MS) / 1000
                 if not events:
                     on_next(ALIVE)  # a comment, a ping, part of an event: the link lives
+                elif data_only:
+                    # SSEDataDecoder: the data of the wanted events, as strings.
+                    state.last_event_id = decoder.last_event_id
+                    if max(map(len, events)) > limit:
+                        raise ProtocolError("http", f"an event exceeds max_message_size={limit}")
+                    on_next(events[0] if len(events) == 1 else Payloads(events))
                 elif not hub_mode:
                     state.last_event_id = decoder.last_event_id
                     for event in events:

@@ -27,6 +27,7 @@ from rxconn import (
     TransportError,
 )
 from rxconn.testing import FakeTransport
+from rxconn.transport import Payloads
 
 
 on_next, on_completed, subscribe = (
@@ -509,6 +510,20 @@ def test_keepalives_count_as_life() -> None:
     s.advance_to(20)
     assert ws.subscriptions == [subscribe(0, None)]
     assert conn.current_state == Connected("websocket")
+
+
+def test_payloads_of_one_read_arrive_each_in_order_and_count_as_life() -> None:
+    """A link's Payloads (several messages of one read) reach messages one by one, in
+    order, exactly like separate payloads, and keep the link alive as any arrival does."""
+    s = TestScheduler()
+    batch = Payloads(["a", b"b", "c"])
+    ws = FakeTransport("websocket", "o-x-y---x---y---", values={"x": batch, "y": "d"})
+    conn = make(ws, s, idle_timeout=5.0)
+    got = s.create_observer()
+    conn.messages.subscribe(got)
+    s.advance_to(16)
+    assert [m.value.value for m in got.messages] == ["a", b"b", "c", "d"] * 2
+    assert ws.subscriptions == [subscribe(0, None)]  # never idle: every read counted
 
 
 def test_offline_pauses_retries_and_online_retries_at_once() -> None:
