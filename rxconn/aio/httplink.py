@@ -303,6 +303,11 @@ class HttpTransport(PostingTransport):
                     # SSEDataDecoder: the data of the wanted events, as strings.
                     state.last_event_id = decoder.last_event_id
                     if max(map(len, events)) > limit:
+                        # What came before the oversized event is delivered, then the link fails.
+                        sizes = list(map(len, events))
+                        first_big = next(i for i, n in enumerate(sizes) if n > limit)
+                        if first_big:
+                            on_next(Payloads(events[:first_big]))
                         raise ProtocolError("http", f"an event exceeds max_message_size={limit}")
                     on_next(events[0] if len(events) == 1 else Payloads(events))
                 elif not hub_mode:

@@ -125,23 +125,28 @@ redis.call('PEXPIRE', KEYS[2], ARGV[3])
 return redis.call('HGETALL', KEYS[1])
 """
 
-# KEYS[1] meta, KEYS[2] out; ARGV: epoch, first seq, echo(0/1), limit, grace(ms),
-#   then pairs (type, data) -> {in, index of the first applied, applied, full(0/1)}
+# KEYS[1] meta, KEYS[2] out; ARGV: epoch (0: any hub, unfenced), first seq, echo(0/1),
+#   limit, grace(ms), caller, channel prefix, then pairs (type, data)
+#   -> {in, index of the first applied, applied, full(0/1)}
+# Any hub may apply client messages (each is applied once, whoever applies it); echoes
+# appended by another hub than the owner wake the owner.
 _APPLY: Final = """
-local meta = redis.call('HMGET', KEYS[1], 'epoch', 'in', 'out')
+local meta = redis.call('HMGET', KEYS[1], 'epoch', 'in', 'out', 'owner', 'id')
 if not meta[1] then return redis.error_reply('UNKNOWN') end
-if tonumber(meta[1]) ~= tonumber(ARGV[1]) then return redis.error_reply('FENCED') end
+if ARGV[1] ~= '0' and tonumber(meta[1]) ~= tonumber(ARGV[1]) then
+  return redis.error_reply('FENCED')
+end
 local received, out = tonumber(meta[2]), tonumber(meta[3])
 local seq, echo, limit = tonumber(ARGV[2]), ARGV[3] == '1', tonumber(ARGV[4])
 local applied, first, full = 0, 0, 0
-for i = 6, #ARGV, 2 do
+for i = 8, #ARGV, 2 do
   if seq == received + 1 then
     if echo then
       if redis.call('XLEN', KEYS[2]) >= limit then full = 1; break end
       out = out + 1
       redis.call('XADD', KEYS[2], out .. '-0', 't', ARGV[i], 'd', ARGV[i + 1])
     end
-    if applied == 0 then first = (i - 6) / 2 end
+    if applied == 0 then first = (i - 8) / 2 end
     received = seq
     applied = applied + 1
   elseif seq > received + 1 then
@@ -152,6 +157,9 @@ end
 redis.call('HSET', KEYS[1], 'in', received, 'out', out)
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('PEXPIRE', KEYS[2], ARGV[5]) end
+if echo and applied > 0 and meta[4] and meta[4] ~= ARGV[6] then
+  redis.call('PUBLISH', ARGV[7] .. meta[4], meta[5])
+end
 return {received, first, applied, full}
 """
 
@@ -173,15 +181,20 @@ if ARGV[5] == '1' and meta[1] then redis.call('PUBLISH', ARGV[4] .. meta[1], met
 return seq
 """
 
-# KEYS[1] meta, KEYS[2] out; ARGV: epoch, seq -> remaining | error
+# KEYS[1] meta, KEYS[2] out; ARGV: epoch (0: any hub, unfenced), seq, caller, channel
+#   prefix -> remaining | error. An ack taken by another hub than the owner (a POST that
+#   landed elsewhere) wakes the owner, which then forgets what it kept.
 _ACK: Final = """
-local meta = redis.call('HMGET', KEYS[1], 'epoch', 'acked', 'out')
+local meta = redis.call('HMGET', KEYS[1], 'epoch', 'acked', 'out', 'owner', 'id')
 if not meta[1] then return redis.error_reply('UNKNOWN') end
-if tonumber(meta[1]) ~= tonumber(ARGV[1]) then return redis.error_reply('FENCED') end
+if ARGV[1] ~= '0' and tonumber(meta[1]) ~= tonumber(ARGV[1]) then
+  return redis.error_reply('FENCED')
+end
 local seq = math.min(tonumber(ARGV[2]), tonumber(meta[3]))
 if seq > tonumber(meta[2]) then
   redis.call('HSET', KEYS[1], 'acked', seq)
   redis.call('XTRIM', KEYS[2], 'MINID', seq + 1)
+  if meta[4] and meta[4] ~= ARGV[3] then redis.call('PUBLISH', ARGV[4] .. meta[4], meta[5]) end
 end
 return redis.call('XLEN', KEYS[2])
 """
@@ -284,12 +297,14 @@ class RedisSessionStore:
             Fenced: another hub owns the link now (nothing was applied).
             UnknownSession: the session is gone.
         """
-        args: list[bytes | int] = [
+        args: list[bytes | str | int] = [
             claimed.epoch,
             first_seq,
             int(echo),
             self.replay_limit,
             self.grace_ms,
+            self.owner,
+            self.channels,
         ]
         for payload in payloads:
             if type(payload) is bytes:
@@ -319,22 +334,33 @@ class RedisSessionStore:
 
     async def ack(self, claimed: SessionState, seq: int) -> int:
         """The client has every hub message up to ``seq``: forget them; returns how many remain."""
-        remaining = await self._run(self._ack, claimed.id, [claimed.epoch, seq])
+        args = [claimed.epoch, seq, self.owner, self.channels]
+        remaining = await self._run(self._ack, claimed.id, args)
         return int(remaining)
 
     async def touch(self, claimed: SessionState) -> None:
         """The owner still holds the link: every key lives ``grace`` more seconds."""
         await self._run(self._touch, claimed.id, [claimed.epoch, self.grace_ms])
 
+    async def pull(self, session: str, seq: int) -> tuple[int, list[tuple[int, Payload]]]:
+        """What the client acknowledged, and the kept hub messages numbered ``> seq``.
+
+        Raises:
+            UnknownSession: the session is gone.
+        """
+        meta, out = self.keys(session)
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.hget(meta, "acked")
+            pipe.xrange(out, min=f"({seq}-0", max="+")
+            acked, entries = await pipe.execute()
+        if acked is None:
+            raise UnknownSession(session)
+        return int(acked), _entries(entries)
+
     async def after(self, session: str, seq: int) -> list[tuple[int, Payload]]:
         """The kept hub messages numbered ``> seq``, in order."""
         entries: Any = await self._client.xrange(self.keys(session)[1], min=f"({seq}-0", max="+")
-        out: list[tuple[int, Payload]] = []
-        for entry_id, fields in entries:  # bytes: the client does not decode responses
-            number = int(bytes(entry_id).split(b"-", 1)[0])
-            data = bytes(fields[b"d"])
-            out.append((number, data if fields[b"t"] == BINARY else data.decode()))
-        return out
+        return _entries(entries)
 
     async def end(self, session: str) -> None:
         """Forget the session now (the client quit)."""
@@ -347,3 +373,13 @@ class RedisSessionStore:
             if "FENCED" in str(exc):
                 raise Fenced(session) from exc
             raise UnknownSession(str(exc)) from exc
+
+
+def _entries(entries: Any) -> list[tuple[int, Payload]]:
+    """Stream entries as ``(seq, payload)``: text stays text, bytes stay bytes."""
+    out: list[tuple[int, Payload]] = []
+    for entry_id, fields in entries:  # bytes: the client does not decode responses
+        number = int(bytes(entry_id).split(b"-", 1)[0])
+        data = bytes(fields[b"d"])
+        out.append((number, data if fields[b"t"] == BINARY else data.decode()))
+    return out
