@@ -236,6 +236,14 @@ class Connection:
         return self._session.resets
 
     @property
+    def session_id(self) -> str | None:
+        """The hub session's public id (None until a hub named one; always with plain servers).
+
+        What the hub's ``hub.send(session_id, payload)`` and ``hub.session(...)`` take.
+        """
+        return self._session.id
+
+    @property
     def closed(self) -> bool:
         """True once ``close()`` was called."""
         return self._closed

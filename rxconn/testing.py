@@ -116,6 +116,8 @@ class FakeTransport:
         write_errors: ``{link index: exception}``: writes on that link fail it.
         next_seqs: ``{link index: seq}``: that link's ``Opened`` says the peer
             expects ``seq`` next, as a hub session link does after a resume.
+        acks_prove_life: What its ``Opened`` says (False: acknowledgements come
+            beside the stream, as over HTTP, and do not feed the idle timeout).
     """
 
     def __init__(
@@ -128,6 +130,7 @@ class FakeTransport:
         acks: bool = True,
         write_errors: Mapping[int, Exception] | None = None,
         next_seqs: Mapping[int, int] | None = None,
+        acks_prove_life: bool = True,
     ) -> None:
         if not scripts:
             raise ValueError("FakeTransport needs at least one marble script")
@@ -139,6 +142,7 @@ class FakeTransport:
         self.acks = acks
         self.write_errors = dict(write_errors or {})
         self.next_seqs = dict(next_seqs or {})
+        self.acks_prove_life = acks_prove_life
         self.subscriptions: list[Subscription] = []
         self.links: list[FakeLink] = []
         self.writes: list[Write] = []
@@ -169,7 +173,9 @@ class FakeTransport:
             slot = len(self.subscriptions)
             self.subscriptions.append(Subscription(_clock(scheduler)))
             script = self.scripts[min(index, len(self.scripts) - 1)]
-            opened = Opened(link, self._name, self.next_seqs.get(index))
+            opened = Opened(
+                link, self._name, self.next_seqs.get(index), acks_prove_life=self.acks_prove_life
+            )
             lookup: dict[str | float, Any] = {"o": opened, "k": ALIVE}
             lookup.update(self.values)
             events = rx.cold(script, self.timespan, scheduler, lookup, self.error)

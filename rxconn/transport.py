@@ -107,11 +107,18 @@ class Opened:
     sequence number the hub expects next. Everything before it was received
     (the outbox releases it); if it is lower than the outbox's numbering
     (a new session), the outbox is renumbered from it and resent.
+
+    ``acks_prove_life`` is False for links whose acknowledgements (and their
+    round trips) come on another connection than what they receive (HTTP:
+    POST answers beside the event stream): only what arrives on the receiving
+    side then feeds the idle timeout, so a stream gone silent is noticed even
+    while POSTs still succeed.
     """
 
     link: Link
     transport: str
     next_seq: int | None = None
+    acks_prove_life: bool = True
 
 
 @dataclass(frozen=True, slots=True)

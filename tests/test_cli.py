@@ -17,6 +17,7 @@ from reactivex.disposable import CompositeDisposable
 
 from rxconn.cli import base_url, endpoint_url, format_message
 from rxconn.server import Hub, Server, Session, serve
+from tests.redis_server import require_redis_server
 
 
 RXCONN = (sys.executable, "-W", "default", "-m", "rxconn")
@@ -207,6 +208,22 @@ def test_demo_mute_sse_falls_back_to_long_polling_and_loses_nothing() -> None:
     assert out.count("lost 0, duplicated 0, out of order 0") == 2
     assert "(websocket -> longpoll -> websocket)" in out
     assert "PASS: nothing lost or duplicated; fell back to long polling" in out
+    assert result.stderr == ""
+
+
+def test_demo_cluster_kills_the_hub_holding_the_link_and_loses_nothing() -> None:
+    """`demo --cluster`: redis-server, three hub processes behind a balancer, the client's
+    hub killed with SIGKILL mid-stream: 0 lost, 0 duplicated, in order, one session."""
+    require_redis_server()
+    result = run("demo", "--cluster", "--duration", "3", "--rate", "50", timeout=60.0)
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert "3 hub processes on ports" in out
+    assert "killed hub" in out and "(kill -9)" in out
+    assert out.count("lost 0, duplicated 0, out of order 0") == 2
+    assert "session resets: 0" in out
+    assert "the session continued on hub" in out
+    assert "OK: 0 lost, 0 duplicated, in order, one session" in out
     assert result.stderr == ""
 
 

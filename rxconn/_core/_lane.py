@@ -8,8 +8,9 @@ connection. Applied right on a link's events, this operator
   (``is_open``) straight to ``sink``: the *fast lane*; opened,
   acknowledgements, errors and diagnostics flow downstream as before;
 * with ``idle_timeout``, drives an :class:`~rxconn._core._idle.IdleWatch`
-  (every arrival but a diagnostic counts), and errors with ``make_error`` when
-  the link went quiet;
+  (every arrival but a diagnostic counts, and but acknowledgements and round
+  trips of a link whose ``Opened`` says they come beside its stream), and
+  errors with ``make_error`` when the link went quiet;
 * calls ``subscribed`` once the link's subscription returned (the connection
   announces ``Connecting`` there, after a transport's own synchronous ``Trying``).
 """
@@ -23,7 +24,8 @@ from reactivex import Observable, abc
 from reactivex.disposable import CompositeDisposable, Disposable, SingleAssignmentDisposable
 
 from ..diagnostics import Diagnostic
-from ..transport import Payloads
+from ..quality import RoundTrip
+from ..transport import Acked, Opened, Payloads
 from ._idle import IdleWatch
 from ._scheduling import pick_scheduler
 
@@ -61,9 +63,10 @@ def link_events_(
                 sched = pick_scheduler("idle_timeout", scheduler, scheduler_)
                 watch = IdleWatch(idle_timeout, sched, dead)
             armed = False
+            side_acks = False  # acknowledgements arrive beside the stream: not life
 
             def on_next(value: _T) -> None:
-                nonlocal armed
+                nonlocal armed, side_acks
                 if armed:
                     kind = type(value)
                     if kind is str or kind is bytes:
@@ -77,10 +80,14 @@ def link_events_(
                         for payload in value:  # type: ignore[attr-defined]
                             sink(payload)
                         return
-                    if watch is not None and type(value) is not Diagnostic:
-                        watch.seen = True  # a sign of life; a report is not
+                    if kind is Opened:  # a fallback switched links: its kind may differ
+                        side_acks = not value.acks_prove_life  # type: ignore[attr-defined]
+                    if watch is not None and kind is not Diagnostic:
+                        if not (side_acks and (kind is Acked or kind is RoundTrip)):
+                            watch.seen = True  # a sign of life; a report is not
                 elif is_open(value):
                     armed = True
+                    side_acks = type(value) is Opened and not value.acks_prove_life  # type: ignore[attr-defined]
                     if watch is not None:
                         watch.start()
                 observer.on_next(value)

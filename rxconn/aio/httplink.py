@@ -326,7 +326,7 @@ class HttpTransport(PostingTransport):
                         hub, post, next_seq = adopt_session(events[0], self._url, ctx, "http")
                         link.adopt(hub, post)
                         opening.reschedule(None)
-                        on_next(Opened(link, "http", next_seq))
+                        on_next(Opened(link, "http", next_seq, acks_prove_life=False))
                         events = events[1:]
                     if events:
                         deliver_events(events, hub, on_next, limit, "http")

@@ -277,7 +277,7 @@ class LongPollTransport(PostingTransport):
                 link.adopt(hub, post)
                 if opening is not None:
                     opening.reschedule(None)
-                on_next(Opened(link, NAME, next_seq))
+                on_next(Opened(link, NAME, next_seq, acks_prove_life=False))
                 events = events[1:]
             if events:
                 assert hub is not None

@@ -91,6 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="also mute SSE meanwhile (a proxy holds every byte after the headers), "
         "so the connection falls back to long polling",
     )
+    demo.add_argument(
+        "--cluster",
+        action="store_true",
+        help="instead: a local redis-server, three hub processes behind a round-robin "
+        "balancer, and kill -9 of the hub holding the client's link mid-stream "
+        "(needs redis-server and the rxconn[redis] extra)",
+    )
     demo.set_defaults(run=run_demo, stop_code=None)
 
     srv = commands.add_parser(
@@ -123,6 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=15.0,
         metavar="S",
         help="seconds between pings to clients (default 15)",
+    )
+    srv.add_argument(
+        "--redis",
+        metavar="URL",
+        help="keep sessions in the Redis at URL (redis://HOST:PORT/DB), shared with every hub "
+        "on it: any of them serves any session (needs the rxconn[redis] extra)",
     )
     srv.set_defaults(run=run_serve, stop_code=0)
 

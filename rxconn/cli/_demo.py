@@ -329,7 +329,11 @@ class Demo:
 
 
 async def run_demo(args: argparse.Namespace) -> int:
-    """``rxconn demo``."""
+    """``rxconn demo`` (``--cluster``: the Redis hub demo)."""
+    if getattr(args, "cluster", False):
+        from ._cluster_demo import run_cluster_demo
+
+        return await run_cluster_demo(args)
     demo = Demo(
         args.duration, args.rate, Console.for_stdout(), mute_sse=getattr(args, "mute_sse", False)
     )

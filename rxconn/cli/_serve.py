@@ -22,7 +22,7 @@ __all__ = ["run_serve"]
 
 async def run_serve(args: argparse.Namespace) -> int:
     """``rxconn serve``: run the hub until a signal cancels it."""
-    hub = Hub(echo=args.echo, ping_interval=args.ping_interval)
+    hub = _hub(args)
     out, err = Console(sys.stdout), Console(sys.stderr)
     async with AsyncExitStack() as stack:
         try:
@@ -46,6 +46,18 @@ async def run_serve(args: argparse.Namespace) -> int:
         out.line(f"rxconn hub on {server.url}")
         await asyncio.Future()  # until a signal cancels us
     return 0
+
+
+def _hub(args: argparse.Namespace) -> Hub:
+    backplane = getattr(args, "redis", None)
+    if backplane is not None:
+        if not backplane.startswith(("redis://", "rediss://", "unix://")):
+            raise CliError(f"--redis needs a redis:// URL, got {backplane!r}")
+        try:
+            import redis  # noqa: F401  (the optional extra)
+        except ImportError:
+            raise CliError("--redis needs the redis extra: pip install 'rxconn[redis]'") from None
+    return Hub(echo=args.echo, ping_interval=args.ping_interval, backplane=backplane)
 
 
 def _serve(hub: Hub, args: argparse.Namespace) -> AbstractAsyncContextManager[Server]:

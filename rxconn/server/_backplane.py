@@ -194,6 +194,8 @@ class RedisBackplane:
             await pubsub.subscribe(*self._channels)
             self._resubscribe.clear()
             self._set("connected")
+            loop = asyncio.get_running_loop()
+            checked = loop.time()
             while True:
                 message = await pubsub.get_message(
                     ignore_subscribe_messages=True, timeout=self.check_interval
@@ -203,8 +205,11 @@ class RedisBackplane:
                 elif self._resubscribe.is_set():
                     self._resubscribe.clear()
                     await pubsub.subscribe(*self._channels)
-                else:
-                    await client.ping()  # quiet: prove the link (a half-open socket)
+                if loop.time() - checked >= self.check_interval:
+                    # Prove the link (a half-open socket), and notice a Redis that came
+                    # back empty so fast that redis-py's retries hid the restart.
+                    await self._check_epoch(client)
+                    checked = loop.time()
         finally:
             closing = pubsub.aclose()  # type: ignore[no-untyped-call]
             await _bounded_close(closing, pubsub.connection, self.check_interval)

@@ -9,10 +9,12 @@ from typing import TYPE_CHECKING, Final, Literal
 from aiohttp import web
 
 from .. import wire
+from ..errors import ConnectionClosedError
 from ..session import Accept, ReplayGap
 from ..sse import encode_comment
 from ._events import encode_entries, encode_session
 from ._session import Session
+from ._settings import Unavailable
 
 
 if TYPE_CHECKING:
@@ -26,8 +28,6 @@ SSE_HEADERS = {
     "X-Accel-Buffering": "no",
     wire.HUB_HEADER: wire.HUB_VERSION,  # tells an rxconn client to wait for the session event
 }
-YIELD_EVERY = 1024
-"""Messages of one POST delivered between two yields to the event loop."""
 
 
 class _Stalled(Exception):
@@ -126,6 +126,11 @@ class SseServerLink:
             self.cursor = batch[-1][0]
 
 
+def _unavailable(cors: dict[str, str]) -> web.Response:
+    """503: the shared session state (Redis) is away; the client tries again (Retry-After)."""
+    return _json(503, {"error": "try again later"}, {**cors, "Retry-After": "1"})
+
+
 def _json(status: int, body: dict[str, object], headers: dict[str, str]) -> web.Response:
     return web.Response(
         status=status, text=json.dumps(body), content_type="application/json", headers=headers
@@ -141,7 +146,7 @@ async def _answer_probe(resp: web.StreamResponse, ping_interval: float) -> None:
         await asyncio.Event().wait()  # until the client leaves (the handler is cancelled)
 
 
-def _resume(registry: Registry, request: web.Request) -> tuple[Session | None, int]:
+async def _resume(registry: Registry, request: web.Request) -> tuple[Session | None, int]:
     """The session a ``GET /events`` may resume, and from where; ``(None, 0)`` for a fresh one.
 
     Only a request that proves it is the session's client (its key, or a
@@ -155,17 +160,17 @@ def _resume(registry: Registry, request: web.Request) -> tuple[Session | None, i
     parsed = wire.decode_event_id(last_event_id) if last_event_id else None
     if parsed is None:
         return None, 0
-    known = registry.get(parsed.session)
+    key = request.headers.get(wire.KEY_HEADER)
+    known = await registry.find(parsed.session, key or parsed.token, parsed.seq, "http")
     if known is None or not known.resumable:
         return None, 0
-    key = request.headers.get(wire.KEY_HEADER)
     if not known.may_resume_stream(parsed.token, key):
         return None, 0
     if not known.log.can_resume(parsed.seq):
         if known.authenticate(key):
             known.end("client asked for messages no longer kept")
         return None, 0
-    known.log.ack(parsed.seq)
+    known.acknowledged(parsed.seq)
     return known, parsed.seq
 
 
@@ -181,10 +186,14 @@ async def handle_events(
             return resp
     except (ConnectionError, RuntimeError, TimeoutError):
         return resp  # the client left before the answer began: no session was made
-    session, cursor = _resume(registry, request)
-    resumed = session is not None
-    if session is None:
-        session = registry.create("rxconn" if is_rxconn else "eventsource", "http")
+    try:
+        session, cursor = await _resume(registry, request)
+        resumed = session is not None
+        if session is None:
+            session = await registry.open("rxconn" if is_rxconn else "eventsource", "http")
+    except Unavailable:
+        return resp  # shared sessions, Redis away: the stream ends, the client retries
+
     ping_interval = registry.settings.ping_interval
     link = SseServerLink(request, resp, session, cursor, write_timeout=ping_interval)
     post = str(request.app.router["rxconn-messages"].url_for())
@@ -222,7 +231,10 @@ async def handle_messages(
         return _json(413, {"error": str(exc)}, cors)
     except wire.WireError as exc:
         return _json(400, {"error": str(exc)}, cors)
-    session = registry.get(batch.session)
+    try:
+        session = await registry.visit(batch.session, batch.key)
+    except Unavailable:
+        return _unavailable(cors)
     if session is None or not session.resumable or not session.authenticate(batch.key):
         # A wrong key is answered like an unknown session, and changes nothing.
         return _json(410, {"error": "session unknown or expired"}, cors)
@@ -232,14 +244,15 @@ async def handle_messages(
         if size > limit:
             return _json(413, {"error": f"a message is larger than {limit} bytes"}, cors)
     if batch.ack is not None:
-        session.log.ack(batch.ack)
-    for offset, payload in enumerate(batch.messages):
-        if session.ended:
-            break  # e.g. its replay log overflowed: acknowledge only what the app got
-        if session.deliver(batch.seq + offset, payload) is Accept.GAP:
-            return _json(409, {"error": "gap in sequence", "last": session.inbound.received}, cors)
-        if offset % YIELD_EVERY == YIELD_EVERY - 1:
-            await asyncio.sleep(0)  # a big batch must not hold the loop for everyone else
+        session.acknowledged(batch.ack)
+    try:
+        verdict = await session.receive(batch.seq, batch.messages)
+    except Unavailable:
+        return _unavailable(cors)  # nothing was applied: the client sends it again
+    except ConnectionClosedError:
+        return _json(410, {"error": "session unknown or expired"}, cors)
+    if verdict is Accept.GAP:
+        return _json(409, {"error": "gap in sequence", "last": session.inbound.received}, cors)
     last = session.inbound.received
     if batch.close:
         session.end("closed by the client")

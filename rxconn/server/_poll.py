@@ -42,6 +42,7 @@ from ..session import ReplayGap
 from ..transport import Payload
 from ._events import encode_entries, encode_session
 from ._session import Session
+from ._settings import Unavailable
 
 
 if TYPE_CHECKING:
@@ -87,8 +88,8 @@ class PollServerLink:
 
     transport: Final[Literal["longpoll"]] = "longpoll"
 
-    def __init__(self, session: Session, registry: Registry) -> None:
-        self.id = secrets.token_urlsafe(12)
+    def __init__(self, session: Session, registry: Registry, link_id: str | None = None) -> None:
+        self.id = link_id if link_id is not None else secrets.token_urlsafe(12)
         self.session = session
         self.cursor = 0
         self.polling = False
@@ -210,16 +211,26 @@ def _hold(request: web.Request, registry: Registry) -> float | None:
     return min(hold, cap)
 
 
-def _named(request: web.Request, registry: Registry) -> tuple[Session | None, int]:
-    """The rxconn session the request names and proves (its key), and its ``Last-Event-ID`` seq."""
+async def _named(request: web.Request, registry: Registry, how: str) -> tuple[Session | None, int]:
+    """The rxconn session the request names and proves (its key), and its ``Last-Event-ID`` seq.
+
+    ``how``: ``"claim"`` (a new link: a shared session moves here), ``"visit"`` (wherever
+    its link is) or ``"here"`` (only a session this hub holds: a poll of one of its links).
+    """
     text = request.headers.get("Last-Event-ID", "")
     parsed = wire.decode_event_id(text) if text else None
     if parsed is None:
         return None, 0
-    session = registry.get(parsed.session)
+    key = request.headers.get(wire.KEY_HEADER)
+    if how == "claim":
+        session = await registry.find(parsed.session, key, parsed.seq, "longpoll")
+    elif how == "visit":
+        session = await registry.visit(parsed.session, key)
+    else:
+        session = registry.get(parsed.session)
     if session is None or session.kind != "rxconn":
         return None, parsed.seq
-    if not session.authenticate(request.headers.get(wire.KEY_HEADER)):
+    if not session.authenticate(key):
         return None, parsed.seq  # a wrong key is an unknown session, and changes nothing
     return session, parsed.seq
 
@@ -237,9 +248,17 @@ async def handle_poll(
     if hold is None:
         return _json(400, {"error": f"{HOLD_HEADER} must be seconds > 0"}, _headers(cors))
     link_id = request.headers.get(LINK_HEADER)
-    session, seq = _named(request, registry)
-    if link_id is None:
-        return _open(request, registry, cors, session, seq)
+    try:
+        session, seq = await _named(request, registry, "here" if link_id else "claim")
+        if link_id is None:
+            return await _open(request, registry, cors, session, seq)
+    except Unavailable:
+        return _json(503, {"error": "try again later"}, {**_headers(cors), "Retry-After": "1"})
+    if registry.source is not None:
+        try:
+            session = await _adopt(request, registry, session, link_id)
+        except Unavailable:
+            return _json(503, {"error": "try again later"}, {**_headers(cors), "Retry-After": "1"})
     if session is None:
         return _json(410, {"error": "session unknown or expired"}, _headers(cors))
     link = session.link
@@ -250,7 +269,7 @@ async def handle_poll(
     if not session.log.can_resume(seq):
         session.end("client asked for messages no longer kept")
         return _json(410, {"error": "session unknown or expired"}, _headers(cors))
-    session.log.ack(seq)
+    session.acknowledged(seq)
     try:
         entries = await link.poll(seq, hold)
     except _Closed as closed:
@@ -260,7 +279,21 @@ async def handle_poll(
     return _events(encode_entries(session.id, entries), cors, link)
 
 
-def _open(
+async def _adopt(
+    request: web.Request, registry: Registry, session: Session | None, link_id: str
+) -> Session | None:
+    """Shared sessions: a poll of a link whose earlier polls were answered by another hub
+    (no stickiness) moves the link here, under its id, rather than failing it."""
+    link = session.link if session is not None else None
+    if isinstance(link, PollServerLink) and link.id == link_id:
+        return session  # this hub holds the link (open, or closed: answered as before)
+    session, _ = await _named(request, registry, "claim")
+    if session is not None:
+        PollServerLink(session, registry, link_id).start()
+    return session
+
+
+async def _open(
     request: web.Request,
     registry: Registry,
     cors: dict[str, str],
@@ -273,10 +306,10 @@ def _open(
         session.end("client asked for messages no longer kept")
         session, resumed = None, False
     if session is None:
-        session = registry.create("rxconn", "longpoll")
+        session = await registry.open("rxconn", "longpoll")
         seq = 0
     else:
-        session.log.ack(seq)
+        session.acknowledged(seq)
     link = PollServerLink(session, registry)
     link.start()
     post = str(request.app.router["rxconn-messages"].url_for())
@@ -300,7 +333,10 @@ async def handle_poll_delete(
     request: web.Request, registry: Registry, cors: dict[str, str]
 ) -> web.Response:
     """``DELETE {prefix}/poll``: end the session named (with its key) in ``Last-Event-ID``."""
-    session, _ = _named(request, registry)
+    try:
+        session, _ = await _named(request, registry, "visit")
+    except Unavailable:
+        return _json(503, {"error": "try again later"}, {**_headers(cors), "Retry-After": "1"})
     if session is None:
         return _json(410, {"error": "session unknown or expired"}, _headers(cors))
     session.end("closed by the client")

@@ -9,6 +9,7 @@ reaches back up.
 from __future__ import annotations
 
 import secrets
+from typing import Protocol
 
 from reactivex import Observable
 
@@ -17,7 +18,25 @@ from ._session import Session
 from ._settings import HubSettings, LinkTransport, ServerLink, SessionKind
 
 
-__all__ = ["Registry"]
+__all__ = ["Registry", "SessionSource"]
+
+
+class SessionSource(Protocol):
+    """Where sessions come from when several hubs share them (Redis: ``_cluster.Cluster``)."""
+
+    async def create(self, kind: SessionKind, transport: LinkTransport) -> Session:
+        """A new session, stored, owned by this hub."""
+        ...
+
+    async def claim(
+        self, session_id: str, secret: str, last: int, transport: LinkTransport
+    ) -> Session | None:
+        """Take ``session_id``'s link over (its key, or a browser's token); None if unknown."""
+        ...
+
+    async def visit(self, session_id: str, key: str | None) -> Session | None:
+        """The session a request names (its key), without taking its link; None if unknown."""
+        ...
 
 
 class Registry:
@@ -28,6 +47,8 @@ class Registry:
         self.links: set[ServerLink] = set()
         """Every open server link (for prompt shutdown)."""
         self.websocket_enabled = True
+        self.source: SessionSource | None = None
+        """Set when sessions are shared with other hubs (Redis); None in one process."""
         self._sessions: dict[str, Session] = {}
         self._created: Multicast[Session] = Multicast("hub.sessions")
 
@@ -42,6 +63,34 @@ class Registry:
         self._sessions[session.id] = session
         self._created.send(session)
         return session
+
+    def register(self, session: Session) -> None:
+        """Keep a session made elsewhere (read from Redis) and announce it on ``created``."""
+        self._sessions[session.id] = session
+        self._created.send(session)
+
+    async def open(self, kind: SessionKind, transport: LinkTransport) -> Session:
+        """A new session for a link: here, or stored in Redis when sessions are shared."""
+        if self.source is None:
+            return self.create(kind, transport)
+        return await self.source.create(kind, transport)
+
+    async def find(
+        self, session_id: str, secret: str | None, last: int, transport: LinkTransport
+    ) -> Session | None:
+        """The session a new link resumes; shared sessions are claimed (the link moves here).
+
+        Only a shared session's secret is checked here; callers check the rest.
+        """
+        if self.source is None:
+            return self.get(session_id)
+        return await self.source.claim(session_id, secret or "", last, transport)
+
+    async def visit(self, session_id: str, key: str | None) -> Session | None:
+        """The session a request (a POST) names, wherever its link is."""
+        if self.source is None:
+            return self.get(session_id)
+        return await self.source.visit(session_id, key)
 
     def get(self, session_id: str) -> Session | None:
         """The live session named ``session_id``, if any."""

@@ -16,7 +16,8 @@ import asyncio
 import hmac
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Final
 
 from reactivex import Observable
 
@@ -25,12 +26,15 @@ from .._types import coerce_payload
 from ..errors import BufferFullError, ConnectionClosedError
 from ..session import Accept, ReplayLog, SessionProtocol, SessionState
 from ..transport import Payload
-from ._settings import HubSettings, LinkTransport, ServerLink, SessionKind
+from ._settings import HubSettings, LinkTransport, ServerLink, SessionKind, Shared
 
 
 __all__ = ["Session"]
 
 logger = logging.getLogger("rxconn.server")
+
+YIELD_EVERY: Final = 1024
+"""Messages of one batch delivered between two yields to the event loop."""
 
 
 class Session:
@@ -58,13 +62,21 @@ class Session:
         transport: LinkTransport,
         settings: HubSettings,
         on_end: Callable[[Session], None],
+        *,
+        key: str | None = None,
+        resume_token: str | None = None,
+        shared: Shared | None = None,
     ) -> None:
         self.id = session_id
-        self.key = secrets.token_urlsafe(18)
+        self.key = key if key is not None else secrets.token_urlsafe(18)
         self.log = ReplayLog(settings.replay_limit, settings.replay_bytes)
         self.protocol: SessionProtocol[Payload] = SessionProtocol(self.log, session_id, self.key)
         """The session's end of the protocol (the same object type as the client's)."""
-        self.resume_token = secrets.token_urlsafe(12) if kind == "eventsource" else None
+        if resume_token is None and kind == "eventsource":
+            resume_token = secrets.token_urlsafe(12)
+        self.resume_token = resume_token
+        self.shared = shared
+        """Where the session's state is shared with other hubs (Redis), or None."""
         self.kind: SessionKind = kind
         self._settings = settings
         self._on_end = on_end
@@ -129,6 +141,9 @@ class Session:
 
     def _queue(self, payload: Payload) -> None:
         """Queue a payload already checked by :func:`coerce_payload`."""
+        if self.shared is not None:
+            self.shared.queue(self, payload)  # numbered in Redis, then read back into the log
+            return
         link = self.link
         # A browser EventSource never acknowledges: its log is a replay window
         # over what was already written. Everyone else's messages stay until
@@ -172,6 +187,35 @@ class Session:
         """Apply the next message of a link that numbers nothing (plain frames)."""
         self.deliver(self.inbound.received + 1, payload)
 
+    async def receive(self, first_seq: int, payloads: Sequence[Payload]) -> Accept:
+        """Apply client messages numbered from ``first_seq``; GAP if the first is not next.
+
+        In one process this is :meth:`deliver` for each (yielding to the loop now
+        and then); with a shared state (Redis) the batch is applied there in one
+        atomic step, so each message is delivered once cluster-wide, before any
+        acknowledgement covers it.
+        """
+        if self.shared is not None:
+            return await self.shared.receive(self, first_seq, payloads)
+        for offset, payload in enumerate(payloads):
+            if self.ended:
+                break  # e.g. its replay log overflowed: acknowledge only what the app got
+            if self.deliver(first_seq + offset, payload) is Accept.GAP:
+                return Accept.GAP
+            if offset % YIELD_EVERY == YIELD_EVERY - 1:
+                await asyncio.sleep(0)  # a big batch must not hold the loop for everyone else
+        return Accept.DELIVER
+
+    def applied(self, payload: Payload) -> None:
+        """A client message applied elsewhere (in Redis): hand it to the application."""
+        self._messages.send(payload)
+
+    def acknowledged(self, seq: int) -> None:
+        """The client has every hub message up to ``seq``: forget them."""
+        self.log.ack(seq)
+        if self.shared is not None:
+            self.shared.acknowledged(self)
+
     # --------------------------------------------------------------- links
 
     def attach(self, link: ServerLink) -> None:
@@ -200,12 +244,20 @@ class Session:
     def _expire(self) -> None:
         self._grace = None
         if self.link is None:
-            self.end(f"no link for {self._settings.session_grace:g} s")
+            # Shared: only this hub's view ends; Redis forgets the state by its own expiry
+            # (another hub may have taken the session over meanwhile).
+            self.end(f"no link for {self._settings.session_grace:g} s", here_only=True)
 
-    def end(self, reason: str, *, code: int = 1000) -> None:
-        """End the session: close its link, forget it, complete ``messages``."""
+    def end(self, reason: str, *, code: int = 1000, here_only: bool = False) -> None:
+        """End the session: close its link, forget it, complete ``messages``.
+
+        With a shared state, ``here_only`` ends just this hub's view of it (the
+        hub shuts down, another hub took it over): the session lives on in Redis.
+        """
         if self.ended:
             return
+        if self.shared is not None:
+            self.shared.ended(self, forget=not here_only)
         self.ended = True
         logger.debug("session %s ended: %s", self.id, reason)
         if self._grace is not None:

@@ -6,14 +6,16 @@ registry and the endpoints can all depend on it without an import circle.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol, TypeAlias
+from typing import Any, Literal, Protocol, TypeAlias
 
+from .._types import Payload
+from ..session import Accept
 from ._origins import normalize_origins
 
 
-__all__ = ["HubSettings", "LinkTransport", "ServerLink", "SessionKind"]
+__all__ = ["HubSettings", "LinkTransport", "ServerLink", "SessionKind", "Shared", "Unavailable"]
 
 SessionKind: TypeAlias = Literal["rxconn", "websocket", "eventsource"]
 """``"rxconn"``: the session protocol; ``"websocket"``: plain frames (ends with its link);
@@ -40,6 +42,34 @@ class ServerLink(Protocol):
         ...
 
 
+class Unavailable(Exception):
+    """The shared session state (Redis) cannot be reached now: try again later (503, 1013)."""
+
+
+class Shared(Protocol):
+    """Where sessions are shared with other hubs (Redis: ``_cluster.Cluster``).
+
+    A session with a shared state applies client messages there, numbers its
+    messages there, and reports acknowledgements and its end there.
+    """
+
+    def queue(self, session: Any, payload: Payload) -> None:
+        """Send ``payload`` to ``session``'s client (in order with this hub's other sends)."""
+        ...
+
+    async def receive(self, session: Any, first_seq: int, payloads: Sequence[Payload]) -> Accept:
+        """Apply client messages (see ``Session.receive``)."""
+        ...
+
+    def acknowledged(self, session: Any) -> None:
+        """``session.log.acked`` moved on: record it."""
+        ...
+
+    def ended(self, session: Any, *, forget: bool) -> None:
+        """``session`` ended on this hub (with ``forget``: for every hub)."""
+        ...
+
+
 @dataclass(kw_only=True, eq=False)
 class HubSettings:
     """What a hub is configured with; see :class:`~rxconn.server.Hub` for each field.
@@ -58,6 +88,7 @@ class HubSettings:
     max_batch: int = 10_000
     poll_hold: float = 20.0
     allowed_origins: Collection[str] = ()
+    backplane: Any = None
 
     def __post_init__(self) -> None:
         if not self.ping_interval > 0:

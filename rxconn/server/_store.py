@@ -281,6 +281,19 @@ class RedisSessionStore:
         fields = {bytes(k).decode(): bytes(v).decode() for k, v in pairs}
         return Stored(SessionState.from_fields(fields), fields["kind"], fields["token"] or None)
 
+    async def view(self, session: str, key: str) -> Stored:
+        """The session's state, read without taking its link (for a POST on any hub).
+
+        Raises:
+            UnknownSession: no such session, or ``key`` is not its key.
+        """
+        raw: Any = await self._client.hgetall(self.keys(session)[0])
+        fields = {bytes(k).decode(): bytes(v).decode() for k, v in raw.items()}
+        if not fields or not secrets.compare_digest(fields.get("key", ""), key):
+            raise UnknownSession(session)
+        state = SessionState.from_fields(fields)
+        return Stored(state, fields.get("kind", "rxconn"), fields.get("token") or None)
+
     async def apply(
         self, claimed: SessionState, first_seq: int, payloads: list[Payload], *, echo: bool
     ) -> Applied:

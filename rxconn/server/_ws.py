@@ -22,6 +22,7 @@ from ..aio._acks import AckTimer
 from ..aio._frames import FrameWriter
 from ..session import Accept, AckSchedule, ReplayGap
 from ._session import Session
+from ._settings import Unavailable
 
 
 if TYPE_CHECKING:
@@ -106,6 +107,8 @@ async def handle_websocket(request: web.Request, registry: Registry) -> web.Stre
             session = registry.create("websocket", "websocket")
         if session is not None:
             await _serve(link, session)
+    except Unavailable:
+        link.close(1013, "try again later")  # shared sessions and Redis is away
     finally:
         registry.links.discard(link)
         await link.finish()
@@ -142,10 +145,10 @@ async def _hello(link: WebSocketServerLink, registry: Registry) -> Session | Non
         link.close(1002, "expected a hello")
         return None
     if hello.session is None:
-        session = registry.create("rxconn", "websocket")
+        session = await registry.open("rxconn", "websocket")
         await ws.send_str(wire.encode_welcome(wire.Welcome(session.id, 0, False, session.key)))
         return session
-    known = registry.get(hello.session)
+    known = await registry.find(hello.session, hello.key, hello.last, "websocket")
     # Only the session's own client (it knows the key) may resume it, or end it by
     # asking for what is no longer kept; anyone else is told 410 and changes nothing.
     owner = known is not None and known.kind == "rxconn" and known.authenticate(hello.key)
@@ -155,7 +158,7 @@ async def _hello(link: WebSocketServerLink, registry: Registry) -> Session | Non
         await ws.send_str(wire.encode_refusal(wire.Refusal(410, "session unknown or expired")))
         link.close(wire.SESSION_GONE_CODE, "session gone")
         return None
-    known.log.ack(hello.last)
+    known.acknowledged(hello.last)
     link.cursor = hello.last
     welcome = wire.Welcome(known.id, known.inbound.received, True)
     await ws.send_str(wire.encode_welcome(welcome))
@@ -195,6 +198,7 @@ async def _read(link: WebSocketServerLink, session: Session) -> None:
                 return
         return
     seq = session.inbound.received + 1
+    shared = session.shared is not None
     acks = AckTimer(AckSchedule(), lambda: link.ack(session.inbound.received))
     tag = wire.TAG_MESSAGE  # wire.is_text_data / decode_text, inlined: the hot path
     try:
@@ -213,7 +217,11 @@ async def _read(link: WebSocketServerLink, session: Session) -> None:
                 return
             if session.link is not link:
                 return
-            if session.deliver(seq, payload) is Accept.GAP:
+            if shared:  # applied in Redis first (once cluster-wide), then acknowledged
+                verdict = await session.receive(seq, (payload,))
+            else:
+                verdict = session.deliver(seq, payload)
+            if verdict is Accept.GAP:
                 link.close(1002, "message out of sequence")
                 return
             seq += 1
@@ -233,7 +241,7 @@ def _control(link: WebSocketServerLink, session: Session, frame: str) -> bool:
         session.end("closed by the client")
         return False
     if type(control) is int:
-        session.log.ack(control)
+        session.acknowledged(control)
         return True
     link.close(1002, "unexpected control frame")
     return False

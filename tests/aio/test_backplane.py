@@ -5,30 +5,17 @@ is noticed. (The connection layer of the Redis hub, issue 13.)"""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
-import pytest_asyncio
 
 from rxconn.server._backplane import RedisBackplane
 from tests.helpers import Recorder
-from tests.redis_server import RedisServer, require_redis_server
+from tests.redis_server import RedisServer
 
 
 pytestmark = pytest.mark.asyncio(loop_scope="function")
 
 CHECK = 0.2  # check_interval: seconds of quiet before a PING proves the link
-
-
-@pytest_asyncio.fixture
-async def redis_server() -> AsyncIterator[RedisServer]:
-    server = RedisServer(require_redis_server())
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
-        server.cleanup()
 
 
 async def test_state_goes_connecting_then_connected(redis_server: RedisServer) -> None:

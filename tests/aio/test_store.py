@@ -13,23 +13,19 @@ import redis.asyncio as aioredis
 
 from rxconn.errors import BufferFullError
 from rxconn.server._store import Fenced, RedisSessionStore, UnknownSession
-from tests.redis_server import RedisServer, require_redis_server
+from tests.redis_server import RedisServer
 
 
 pytestmark = pytest.mark.asyncio(loop_scope="function")
 
 
 @pytest_asyncio.fixture
-async def client() -> AsyncIterator[aioredis.Redis]:
-    server = RedisServer(require_redis_server())
-    await server.start()
-    redis = aioredis.Redis.from_url(server.url)
+async def client(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
+    redis = aioredis.Redis.from_url(redis_server.url)
     try:
         yield redis
     finally:
         await redis.aclose()
-        await server.stop()
-        server.cleanup()
 
 
 def store(client: aioredis.Redis, **kw: float) -> RedisSessionStore:

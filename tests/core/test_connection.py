@@ -526,6 +526,24 @@ def test_payloads_of_one_read_arrive_each_in_order_and_count_as_life() -> None:
     assert ws.subscriptions == [subscribe(0, None)]  # never idle: every read counted
 
 
+@pytest.mark.parametrize("beside", [False, True])
+def test_acks_beside_the_stream_do_not_keep_a_silent_stream_alive(beside: bool) -> None:
+    """An HTTP link's acknowledgements come in POST answers, beside its event stream: while
+    the stream is silent they must not count as life (a dead stream would never be noticed
+    while sends still succeed); a WebSocket's acknowledgements come on the link itself."""
+    s = TestScheduler()
+    ws = FakeTransport("http", "o" + "-" * 30, acks_prove_life=not beside)
+    conn = make(ws, s, idle_timeout=4.0)
+    conn.connect()
+    for t in range(1, 20):
+        s.schedule_absolute(float(t), lambda *_: conn.send("x") and None)
+    s.advance_to(20)
+    if beside:
+        assert ws.subscriptions[0] == subscribe(0, 4)  # checks at 2 and 4 find nothing: dead
+    else:
+        assert ws.subscriptions == [subscribe(0, None)]  # each ack proved the link
+
+
 def test_offline_pauses_retries_and_online_retries_at_once() -> None:
     """Offline: no attempt (state Disconnected); online: attempt 0 at once, fresh schedule."""
     s = TestScheduler()
