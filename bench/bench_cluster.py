@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import resource
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -52,10 +53,11 @@ async def hubs(n: int, mode: str, redis_url: str | None) -> AsyncIterator[list[i
     procs = []
     try:
         for _ in range(n):
-            args = [sys.executable, "-m", "rxconn", "serve", "--port", "0", f"--{mode}"]
+            args = [sys.executable, "-X", "faulthandler", "-m", "rxconn", "serve"]
+            args += ["--port", "0", f"--{mode}"]
             if redis_url is not None:
                 args += ["--redis", redis_url]
-            proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             procs.append(proc)
         ports = []
         for proc in procs:
@@ -67,9 +69,17 @@ async def hubs(n: int, mode: str, redis_url: str | None) -> AsyncIterator[list[i
         for proc in procs:
             proc.terminate()
         for proc in procs:
-            await asyncio.to_thread(proc.wait)
-            if proc.stdout is not None:
-                proc.stdout.close()
+            try:
+                await asyncio.wait_for(asyncio.to_thread(proc.wait), 10.0)
+            except TimeoutError:
+                proc.send_signal(signal.SIGABRT)  # faulthandler prints where it hangs
+                await asyncio.to_thread(proc.wait)
+                assert proc.stderr is not None
+                tail = proc.stderr.read().decode(errors="replace")[-4000:]
+                print(f"a hub did not stop on SIGTERM:\n{tail}", file=sys.stderr)
+            for pipe in (proc.stdout, proc.stderr):
+                if pipe is not None:
+                    pipe.close()
 
 
 async def connect_all(url: str, n: int) -> list[rxconn.Connection]:
@@ -90,14 +100,19 @@ async def connect_all(url: str, n: int) -> list[rxconn.Connection]:
             subs.append(conn.state.subscribe(on_state))
             waits.append(ready)
         await asyncio.wait_for(asyncio.gather(*waits), 60.0)
-    for sub in subs:
-        sub.dispose()
+    _held[id(conns)] = subs  # state subscribers hold interest until close_all
     return conns
 
 
-async def close_all(conns: list[rxconn.Connection]) -> None:
-    for conn in conns:
-        conn.close()
+_held: dict[int, list[object]] = {}
+
+
+async def close_all(*groups: list[rxconn.Connection]) -> None:
+    for conns in groups:
+        for sub in _held.pop(id(conns), []):
+            sub.dispose()  # type: ignore[attr-defined]
+        for conn in conns:
+            conn.close()
     await rxconn.aio.drain(10.0)
 
 
@@ -136,7 +151,8 @@ async def broadcast_run(
     async with RoundRobinProxy([("127.0.0.1", p) for p in ports]) as proxy:
         url = proxy.url("ws", "/rx/ws")
         conns = await connect_all(url, sessions)
-        (sender,) = await connect_all(url, 1)
+        senders = await connect_all(url, 1)
+        sender = senders[0]
         latencies: list[float] = []
         got = [0]
         done = asyncio.Event()
@@ -162,7 +178,7 @@ async def broadcast_run(
             await asyncio.sleep(0.2)
         for sub in subs:
             sub.dispose()
-        await close_all([*conns, sender])
+        await close_all(conns, senders)
         return results[1:]
 
 

@@ -177,6 +177,9 @@ class RedisBackplane:
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise asyncio.CancelledError from exc  # redis-py reported our cancel
                 if self._state.value == "connected":
                     logger.warning("rxconn: Redis backplane lost: %s", type(exc).__name__)
                     delay = self.retry_delay  # it worked until now: the schedule starts over

@@ -28,10 +28,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import secrets
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from typing import Any, Final
 
 from redis.exceptions import RedisError
@@ -84,6 +85,7 @@ class Cluster:
         self._pull_again: set[str] = set()
         self._visitors: dict[str, tuple[Session, asyncio.TimerHandle]] = {}
         self._tasks: list[asyncio.Task[Any]] = []
+        self._spawned: set[asyncio.Task[Any]] = set()  # pulls and deletes, cancelled at stop
         self._subscriptions: list[Any] = []
 
     @property
@@ -121,7 +123,7 @@ class Cluster:
         """Stop reading and writing, and close the Redis connection."""
         for subscription in self._subscriptions:
             subscription.dispose()
-        tasks, self._tasks = self._tasks, []
+        tasks, self._tasks = [*self._tasks, *self._spawned], []
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -223,7 +225,8 @@ class Cluster:
         if applied.full:
             session.end(f"client fell {self._settings.replay_limit} messages behind", code=1008)
         elif applied.count and self._settings.echo and owned:
-            self._pull_soon(session)
+            echoes = payloads[applied.first : applied.first + applied.count]
+            self._numbered(session, applied.sent - applied.count + 1, echoes)
         if applied.count == 0 and first_seq > applied.received + 1:
             return Accept.GAP
         return Accept.DELIVER
@@ -238,7 +241,7 @@ class Cluster:
         its state in Redis is deleted too."""
         self._acks.pop(session.id, None)
         if forget and self._store is not None:
-            TASKS.spawn(self._forget(session.id), name="rxconn cluster forget")
+            self._spawn(self._forget(session.id), "rxconn cluster forget")
 
     # ---------------------------------------------------------------- Hub API
 
@@ -309,12 +312,28 @@ class Cluster:
         if added and link is not None:
             link.wake()
 
+    def _numbered(self, session: Session, first: int, payloads: Sequence[Payload]) -> None:
+        """Redis numbered ``payloads`` from ``first``: add them to the view's log at once if
+        they come next there (no read back), else read what is missing."""
+        if first == session.log.next_seq and not session.ended and session.id not in self._pulling:
+            self._fill(session, list(zip(itertools.count(first), payloads)))
+        else:
+            self._pull_soon(session)
+
     def _pull_soon(self, session: Session) -> None:
         if session.id in self._pulling:
             self._pull_again.add(session.id)
             return
         self._pulling.add(session.id)
-        TASKS.spawn(self._pull(session), name="rxconn cluster pull")
+        self._spawn(self._pull(session), "rxconn cluster pull")
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        if not self._tasks:  # stopped (or not started): nothing more runs
+            coro.close()
+            return
+        task = TASKS.spawn(coro, name=name)
+        self._spawned.add(task)
+        task.add_done_callback(self._spawned.discard)
 
     async def _pull(self, session: Session) -> None:
         """Read what Redis has for the session after the view's log (until nothing is new)."""
@@ -327,6 +346,7 @@ class Cluster:
                     session.end("session unknown to Redis", code=1008, here_only=True)
                     return
                 except RedisError:
+                    _unless_cancelled()
                     await asyncio.sleep(RETRY)
                     continue
                 session.log.ack(acked)
@@ -375,9 +395,13 @@ class Cluster:
                 try:
                     if session is None:
                         await self._publish_broadcast(payload)
-                    elif not session.ended:
-                        await self.store.append(session.id, payload, notify=False)
-                        self._pull_soon(session)
+                    else:
+                        # Even if this hub's view ended meanwhile (another hub took the
+                        # session over), the session lives on in Redis: append and wake.
+                        here = not session.ended
+                        seq = await self.store.append(session.id, payload, notify=not here)
+                        if here:
+                            self._numbered(session, seq, (payload,))
                 except BufferFullError:
                     assert session is not None
                     session.end(f"client fell {self._settings.replay_limit} behind", code=1008)
@@ -385,6 +409,7 @@ class Cluster:
                     if session is not None:
                         session.end("session unknown to Redis", code=1008, here_only=True)
                 except RedisError:
+                    _unless_cancelled()
                     await asyncio.sleep(RETRY)
                     continue
                 outgoing.popleft()
@@ -402,6 +427,7 @@ class Cluster:
                 except UnknownSession:
                     pass  # gone: nothing left to trim
                 except RedisError:
+                    _unless_cancelled()
                     self._acks.setdefault(session.id, session)  # again, once Redis answers
             if self._acks:
                 await asyncio.sleep(RETRY)
@@ -421,6 +447,7 @@ class Cluster:
                 except Fenced:
                     self._release(session, "taken over by another hub")
                 except (UnknownSession, RedisError):
+                    _unless_cancelled()
                     pass  # gone (its link learns on its next write), or Redis is away
 
     async def _publish_broadcast(self, payload: Payload) -> None:
@@ -444,6 +471,7 @@ class Cluster:
                     last = info[0][0].decode() if info else "0-0"
                 answer: Any = await client.xread({stream: last}, block=1000, count=100)
             except RedisError:
+                _unless_cancelled()
                 await asyncio.sleep(RETRY)
                 continue
             for _, entries in answer or ():
@@ -457,15 +485,24 @@ class Cluster:
         owned = [s for s in self._registry.live() if s.protocol.epoch > 0 and not s.ended]
         for start in range(0, len(owned), FANOUT):
             part = owned[start : start + FANOUT]
-            results = await asyncio.gather(
-                *(self.store.append(s.id, payload, notify=False) for s in part),
-                return_exceptions=True,
-            )
+            try:
+                results = await self.store.append_many([s.id for s in part], payload)
+            except RedisError:
+                _unless_cancelled()
+                results = [Unavailable()] * len(part)
             for session, result in zip(part, results, strict=True):
                 if isinstance(result, BufferFullError):
                     session.end(f"client fell {self._settings.replay_limit} behind", code=1008)
-                elif not isinstance(result, BaseException):
-                    self._pull_soon(session)
+                elif isinstance(result, int):
+                    self._numbered(session, result, (payload,))
+
+
+def _unless_cancelled() -> None:
+    """Re-raise a cancellation that redis-py reported as a Redis error (a loop that retries
+    Redis errors would otherwise swallow it, and stopping would wait forever)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def make_cluster(backplane: RedisBackplane | str, registry: Registry) -> Cluster:

@@ -34,6 +34,7 @@ NOSCRIPT, which is exactly what happens after Redis restarts.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -80,6 +81,8 @@ class Applied:
     """How many were applied (new): deliver exactly these to the application."""
     full: bool
     """The echo found the outgoing stream full: the rest of the batch was not applied."""
+    sent: int = 0
+    """The last hub message numbered afterwards (the echoes are the last ``count`` of them)."""
 
 
 # KEYS[1] meta, KEYS[2] out; ARGV: id, key, kind, token, grace(ms), owner
@@ -127,7 +130,7 @@ return redis.call('HGETALL', KEYS[1])
 
 # KEYS[1] meta, KEYS[2] out; ARGV: epoch (0: any hub, unfenced), first seq, echo(0/1),
 #   limit, grace(ms), caller, channel prefix, then pairs (type, data)
-#   -> {in, index of the first applied, applied, full(0/1)}
+#   -> {in, index of the first applied, applied, full(0/1), out}
 # Any hub may apply client messages (each is applied once, whoever applies it); echoes
 # appended by another hub than the owner wake the owner.
 _APPLY: Final = """
@@ -160,7 +163,7 @@ if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('PEXPIRE', KEYS[2], ARGV[5
 if echo and applied > 0 and meta[4] and meta[4] ~= ARGV[6] then
   redis.call('PUBLISH', ARGV[7] .. meta[4], meta[5])
 end
-return {received, first, applied, full}
+return {received, first, applied, full, out}
 """
 
 # KEYS[1] meta, KEYS[2] out; ARGV: type, data, limit, channel prefix, notify (0/1)
@@ -324,8 +327,8 @@ class RedisSessionStore:
                 args += [BINARY, payload]
             else:
                 args += [TEXT, payload.encode()]  # type: ignore[union-attr]
-        received, first, count, full = await self._run(self._apply, claimed.id, args)
-        return Applied(int(received), int(first), int(count), bool(full))
+        received, first, count, full, sent = await self._run(self._apply, claimed.id, args)
+        return Applied(int(received), int(first), int(count), bool(full), int(sent))
 
     async def append(self, session: str, payload: Payload, *, notify: bool = True) -> int:
         """Number ``payload`` for the client and keep it until acknowledged (any hub may);
@@ -344,6 +347,30 @@ class RedisSessionStore:
                 raise BufferFullError(self.replay_limit) from exc
             raise UnknownSession(str(exc)) from exc
         return int(seq)
+
+    async def append_many(
+        self, sessions: Sequence[str], payload: Payload
+    ) -> list[int | BaseException]:
+        """:meth:`append` ``payload`` to each session (no wake-ups), in one round trip; each
+        result is the seq, or the error (``BufferFullError``, ``UnknownSession``)."""
+        kind, data = (BINARY, payload) if type(payload) is bytes else (TEXT, payload.encode())  # type: ignore[union-attr]
+        async with self._client.pipeline(transaction=False) as pipe:
+            for session in sessions:
+                args = [kind, data, self.replay_limit, self.channels, 0]
+                await self._append(keys=self.keys(session), args=args, client=pipe)
+            results = await pipe.execute(raise_on_error=False)
+        out: list[int | BaseException] = []
+        for result in results:
+            if isinstance(result, ResponseError):
+                full = "FULL" in str(result)
+                out.append(
+                    BufferFullError(self.replay_limit) if full else UnknownSession(str(result))
+                )
+            elif isinstance(result, BaseException):
+                out.append(result)
+            else:
+                out.append(int(result))
+        return out
 
     async def ack(self, claimed: SessionState, seq: int) -> int:
         """The client has every hub message up to ``seq``: forget them; returns how many remain."""

@@ -20,6 +20,7 @@ from .. import wire
 from .._types import Payload
 from ..aio._acks import AckTimer
 from ..aio._frames import FrameWriter
+from ..errors import ConnectionClosedError
 from ..session import Accept, AckSchedule, ReplayGap
 from ._session import Session
 from ._settings import Unavailable
@@ -32,6 +33,8 @@ __all__ = ["WebSocketServerLink", "handle_websocket"]
 
 HELLO_TIMEOUT: Final = 10.0
 CLOSE_REASON_BYTES: Final = 120
+APPLY_BATCH: Final = 1000
+"""Most client messages applied in Redis in one script (shared sessions)."""
 
 
 class WebSocketServerLink(FrameWriter):
@@ -197,11 +200,13 @@ async def _read(link: WebSocketServerLink, session: Session) -> None:
             elif msg.type is aiohttp.WSMsgType.ERROR:
                 return
         return
-    seq = session.inbound.received + 1
-    shared = session.shared is not None
     acks = AckTimer(AckSchedule(), lambda: link.ack(session.inbound.received))
-    tag = wire.TAG_MESSAGE  # wire.is_text_data / decode_text, inlined: the hot path
     try:
+        if session.shared is not None:
+            await _read_shared(link, session, acks)
+            return
+        seq = session.inbound.received + 1
+        tag = wire.TAG_MESSAGE  # wire.is_text_data / decode_text, inlined: the hot path
         async for msg in ws:
             kind = msg.type
             payload: Payload
@@ -217,17 +222,74 @@ async def _read(link: WebSocketServerLink, session: Session) -> None:
                 return
             if session.link is not link:
                 return
-            if shared:  # applied in Redis first (once cluster-wide), then acknowledged
-                verdict = await session.receive(seq, (payload,))
-            else:
-                verdict = session.deliver(seq, payload)
-            if verdict is Accept.GAP:
+            if session.deliver(seq, payload) is Accept.GAP:
                 link.close(1002, "message out of sequence")
                 return
             seq += 1
             acks.delivered()
     finally:
         acks.cancel()
+
+
+async def _read_shared(link: WebSocketServerLink, session: Session, acks: AckTimer) -> None:
+    """The reader of a session shared in Redis: frames that arrive while a batch is being
+    applied there form the next batch (one round trip for many messages), and each is
+    acknowledged only once Redis has applied it."""
+    TEXT, BINARY = aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY
+    tag = wire.TAG_MESSAGE
+    pending: list[Payload] = []
+    ready = asyncio.Event()
+    idle = asyncio.Event()
+    idle.set()
+    seq = session.inbound.received + 1
+
+    async def apply() -> None:
+        nonlocal seq
+        while True:
+            await ready.wait()
+            ready.clear()
+            while pending:
+                batch = pending[:APPLY_BATCH]
+                del pending[:APPLY_BATCH]
+                try:
+                    verdict = await session.receive(seq, batch)
+                except Unavailable:
+                    link.close(1013, "try again later")  # nothing acknowledged: resent
+                    return
+                except ConnectionClosedError:
+                    link.close(1012, "session moved or ended")
+                    return
+                if verdict is Accept.GAP:
+                    link.close(1002, "message out of sequence")
+                    return
+                seq += len(batch)
+                for _ in batch:
+                    acks.delivered()
+            idle.set()
+
+    applier = asyncio.create_task(apply())
+    try:
+        async for msg in link.ws:
+            kind = msg.type
+            if kind is BINARY:
+                pending.append(msg.data)
+            elif kind is TEXT and msg.data[:1] == tag:
+                pending.append(msg.data[1:])
+            elif kind is TEXT:
+                if msg.data == wire.QUIT:  # the client's last data is applied first
+                    await idle.wait()
+                if not _control(link, session, msg.data):
+                    return
+                continue
+            else:
+                return
+            if session.link is not link or applier.done():
+                return
+            idle.clear()
+            ready.set()
+    finally:
+        applier.cancel()
+        await asyncio.gather(applier, return_exceptions=True)
 
 
 def _control(link: WebSocketServerLink, session: Session, frame: str) -> bool:
