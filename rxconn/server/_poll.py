@@ -253,12 +253,12 @@ async def handle_poll(
         if link_id is None:
             return await _open(request, registry, cors, session, seq)
     except Unavailable:
-        return _json(503, {"error": "try again later"}, {**_headers(cors), "Retry-After": "1"})
+        return _unavailable(cors)
     if registry.source is not None:
         try:
             session = await _adopt(request, registry, session, link_id)
         except Unavailable:
-            return _json(503, {"error": "try again later"}, {**_headers(cors), "Retry-After": "1"})
+            return _unavailable(cors)
     if session is None:
         return _json(410, {"error": "session unknown or expired"}, _headers(cors))
     link = session.link
@@ -323,6 +323,11 @@ async def _open(
     return _events(encode_session(hello, seq) + encode_entries(session.id, entries), cors, link)
 
 
+def _unavailable(cors: dict[str, str]) -> web.Response:
+    """503: the shared session state (Redis) is away; the client tries again (Retry-After)."""
+    return _json(503, {"error": "try again later"}, {**_headers(cors), "Retry-After": "1"})
+
+
 def _events(body: bytes, cors: dict[str, str], link: PollServerLink) -> web.Response:
     headers = _headers(cors, link)
     headers["Content-Type"] = EVENTS_TYPE + "; charset=utf-8"
@@ -336,7 +341,7 @@ async def handle_poll_delete(
     try:
         session, _ = await _named(request, registry, "visit")
     except Unavailable:
-        return _json(503, {"error": "try again later"}, {**_headers(cors), "Retry-After": "1"})
+        return _unavailable(cors)
     if session is None:
         return _json(410, {"error": "session unknown or expired"}, _headers(cors))
     session.end("closed by the client")
