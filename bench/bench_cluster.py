@@ -28,19 +28,19 @@ import argparse
 import asyncio
 import resource
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import _harness  # noqa: F401  (first: it puts the repository root on sys.path)
 
 import rxconn
 import rxconn.aio
 from rxconn.cli._balancer import RoundRobinProxy
+from rxconn.cli._hubprocess import HubProcess
 from rxconn.cli._redis import LocalRedis
 
 
@@ -50,75 +50,53 @@ BACKOFF = rxconn.Backoff(initial=0.05, max_delay=0.5)
 @asynccontextmanager
 async def hubs(n: int, mode: str, redis_url: str | None) -> AsyncIterator[list[int]]:
     """``n`` hub processes (``--echo`` or ``--broadcast``); yields their ports."""
-    procs = []
+    options = [f"--{mode}"] + (["--redis", redis_url] if redis_url is not None else [])
+    procs = [HubProcess(options) for _ in range(n)]
     try:
-        for _ in range(n):
-            args = [sys.executable, "-X", "faulthandler", "-m", "rxconn", "serve"]
-            args += ["--port", "0", f"--{mode}"]
-            if redis_url is not None:
-                args += ["--redis", redis_url]
-            proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-            procs.append(proc)
-        ports = []
         for proc in procs:
-            assert proc.stdout is not None
-            line = await asyncio.to_thread(proc.stdout.readline)
-            ports.append(int(line.split(b":")[2].split(b"/")[0]))
-        yield ports
+            await proc.start()
+        yield [proc.port for proc in procs]
     finally:
         for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                await asyncio.wait_for(asyncio.to_thread(proc.wait), 10.0)
-            except TimeoutError:
-                proc.send_signal(signal.SIGABRT)  # faulthandler prints where it hangs
-                await asyncio.to_thread(proc.wait)
-                assert proc.stderr is not None
-                tail = proc.stderr.read().decode(errors="replace")[-4000:]
-                print(f"a hub did not stop on SIGTERM:\n{tail}", file=sys.stderr)
-            for pipe in (proc.stdout, proc.stderr):
-                if pipe is not None:
-                    pipe.close()
+            await proc.stop()
 
 
-async def connect_all(url: str, n: int) -> list[rxconn.Connection]:
-    conns = [
-        rxconn.Connection(rxconn.websocket(url), backoff=BACKOFF, idle_timeout=None)
-        for _ in range(n)
-    ]
-    subs = []
-    for start in range(0, n, 200):
-        waits = []
-        for conn in conns[start : start + 200]:
-            ready = asyncio.get_running_loop().create_future()
+class Fleet:
+    """``n`` connections to ``url``, each held open by a state subscriber until closed."""
 
-            def on_state(state: rxconn.State, ready: asyncio.Future[None] = ready) -> None:
-                if isinstance(state, rxconn.Connected) and not ready.done():
-                    ready.set_result(None)
+    def __init__(self, url: str, n: int) -> None:
+        self.conns = [
+            rxconn.Connection(rxconn.websocket(url), backoff=BACKOFF, idle_timeout=None)
+            for _ in range(n)
+        ]
+        self._subs: list[Any] = []
 
-            subs.append(conn.state.subscribe(on_state))
-            waits.append(ready)
-        await asyncio.wait_for(asyncio.gather(*waits), 60.0)
-    _held[id(conns)] = subs  # state subscribers hold interest until close_all
-    return conns
+    async def connected(self) -> list[rxconn.Connection]:
+        for start in range(0, len(self.conns), 200):
+            waits = []
+            for conn in self.conns[start : start + 200]:
+                ready = asyncio.get_running_loop().create_future()
 
+                def on_state(state: rxconn.State, ready: asyncio.Future[None] = ready) -> None:
+                    if isinstance(state, rxconn.Connected) and not ready.done():
+                        ready.set_result(None)
 
-_held: dict[int, list[object]] = {}
+                self._subs.append(conn.state.subscribe(on_state))
+                waits.append(ready)
+            await asyncio.wait_for(asyncio.gather(*waits), 60.0)
+        return self.conns
 
-
-async def close_all(*groups: list[rxconn.Connection]) -> None:
-    for conns in groups:
-        for sub in _held.pop(id(conns), []):
-            sub.dispose()  # type: ignore[attr-defined]
-        for conn in conns:
+    def close(self) -> None:
+        for sub in self._subs:
+            sub.dispose()
+        for conn in self.conns:
             conn.close()
-    await rxconn.aio.drain(10.0)
 
 
 async def echo_run(ports: list[int], clients: int, window: int, seconds: float) -> float:
     async with RoundRobinProxy([("127.0.0.1", p) for p in ports]) as proxy:
-        conns = await connect_all(proxy.url("ws", "/rx/ws"), clients)
+        fleet = Fleet(proxy.url("ws", "/rx/ws"), clients)
+        conns = await fleet.connected()
         count = [0]
         timing = [False]
         subs = []
@@ -141,7 +119,8 @@ async def echo_run(ports: list[int], clients: int, window: int, seconds: float) 
         rate = count[0] / (time.perf_counter() - start)
         for sub in subs:
             sub.dispose()
-        await close_all(conns)
+        fleet.close()
+        await rxconn.aio.drain(10.0)
         return rate
 
 
@@ -150,9 +129,9 @@ async def broadcast_run(
 ) -> list[tuple[float, float]]:
     async with RoundRobinProxy([("127.0.0.1", p) for p in ports]) as proxy:
         url = proxy.url("ws", "/rx/ws")
-        conns = await connect_all(url, sessions)
-        senders = await connect_all(url, 1)
-        sender = senders[0]
+        fleet, senders = Fleet(url, sessions), Fleet(url, 1)
+        conns = await fleet.connected()
+        (sender,) = await senders.connected()
         latencies: list[float] = []
         got = [0]
         done = asyncio.Event()
@@ -178,7 +157,9 @@ async def broadcast_run(
             await asyncio.sleep(0.2)
         for sub in subs:
             sub.dispose()
-        await close_all(conns, senders)
+        fleet.close()
+        senders.close()
+        await rxconn.aio.drain(10.0)
         return results[1:]
 
 

@@ -14,9 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shutil
-import signal
-import subprocess
-import sys
 from contextlib import AsyncExitStack
 from typing import Final
 
@@ -24,47 +21,17 @@ import rxconn
 
 from ._console import CliError, Console, describe
 from ._demo import Tally
+from ._hubprocess import HubProcess
+from ._redis import LocalRedis
 
 
 __all__ = ["run_cluster_demo"]
 
 HUBS: Final = 3
 START_TIMEOUT: Final = 20.0
+"""Seconds the client may take to connect."""
 SETTLE_TIMEOUT: Final = 10.0
 BACKOFF: Final = rxconn.Backoff(initial=0.05, max_delay=0.5)
-
-
-class _HubProcess:
-    """``python -m rxconn serve --redis URL --echo --port 0``, its port read from its banner."""
-
-    def __init__(self, redis_url: str) -> None:
-        args = [sys.executable, "-m", "rxconn", "serve", "--port", "0", "--redis", redis_url]
-        args += ["--echo", "--ping-interval", "0.5"]
-        self.process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        self.port = 0
-
-    async def started(self) -> None:
-        assert self.process.stdout is not None
-        line = await asyncio.wait_for(
-            asyncio.to_thread(self.process.stdout.readline), START_TIMEOUT
-        )
-        if not line.startswith(b"rxconn hub on http://127.0.0.1:"):
-            raise CliError(f"a hub process did not start: {line.decode(errors='replace')!r}")
-        self.port = int(line.split(b":")[2].split(b"/")[0])
-
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-
-    async def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                await asyncio.wait_for(asyncio.to_thread(self.process.wait), 10.0)
-            except TimeoutError:
-                self.process.kill()
-                await asyncio.to_thread(self.process.wait)
-        if self.process.stdout is not None:
-            self.process.stdout.close()
 
 
 async def run_cluster_demo(args: argparse.Namespace) -> int:
@@ -81,21 +48,25 @@ async def run_cluster_demo(args: argparse.Namespace) -> int:
     from rxconn.server import Hub
 
     from ._balancer import RoundRobinProxy
-    from ._redis import LocalRedis
 
     out = Console.for_stdout()
     count = max(1, int(args.duration * args.rate))
     clock = asyncio.get_running_loop()
     async with AsyncExitStack() as stack:
         local = LocalRedis(executable)
+        stack.callback(local.cleanup)  # last: after the server stopped
+        stack.push_async_callback(local.stop)
         await local.start()
-        stack.push_async_callback(_stop_redis, local)
         out.line(f"redis-server on {local.url} (a temp dir, no persistence)")
-        hubs = [_HubProcess(local.url) for _ in range(HUBS)]
+        options = ["--redis", local.url, "--echo", "--ping-interval", "0.5"]
+        hubs = [HubProcess(options) for _ in range(HUBS)]
         for hub in hubs:
             stack.push_async_callback(hub.stop)
-        for hub in hubs:
-            await hub.started()
+        try:
+            for hub in hubs:
+                await hub.start()
+        except RuntimeError as exc:
+            raise CliError(str(exc)) from exc
         out.line(f"{HUBS} hub processes on ports {', '.join(str(h.port) for h in hubs)}")
         proxy = await stack.enter_async_context(
             RoundRobinProxy([("127.0.0.1", h.port) for h in hubs])
@@ -175,11 +146,3 @@ async def run_cluster_demo(args: argparse.Namespace) -> int:
         out.line(verdict, "green" if ok else "red")
         return 0 if ok else 1
     return 1  # not reached: the block returns
-
-
-async def _stop_redis(local: object) -> None:
-    from ._redis import LocalRedis
-
-    assert isinstance(local, LocalRedis)
-    await local.stop()
-    local.cleanup()

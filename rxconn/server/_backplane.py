@@ -143,7 +143,7 @@ class RedisBackplane:
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await asyncio.wait((task,), timeout=2 * self.check_interval)  # bounded
         client, self._client = self._client, None
         if client is not None:
             await _bounded_close(client.aclose(), None, self.check_interval)
@@ -172,14 +172,13 @@ class RedisBackplane:
     async def _supervise(self) -> None:
         delay = self.retry_delay
         while True:
+            _unless_cancelled()
             try:
                 await self._connected()  # returns only by raising
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():
-                    raise asyncio.CancelledError from exc  # redis-py reported our cancel
+                _unless_cancelled()  # redis-py reported our cancellation as an error
                 if self._state.value == "connected":
                     logger.warning("rxconn: Redis backplane lost: %s", type(exc).__name__)
                     delay = self.retry_delay  # it worked until now: the schedule starts over
@@ -200,6 +199,7 @@ class RedisBackplane:
             loop = asyncio.get_running_loop()
             checked = loop.time()
             while True:
+                _unless_cancelled()
                 message = await pubsub.get_message(
                     ignore_subscribe_messages=True, timeout=self.check_interval
                 )
@@ -234,6 +234,13 @@ class RedisBackplane:
             channel = channel.decode()
         if isinstance(channel, str) and isinstance(data, bytes):
             self._messages.send((channel, data))
+
+
+def _unless_cancelled() -> None:
+    """Re-raise a cancellation that redis-py swallowed or reported as a Redis error."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 async def _bounded_close(closing: Awaitable[object], connection: Any, seconds: float) -> None:

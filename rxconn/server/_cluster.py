@@ -45,7 +45,7 @@ from ._backplane import RedisBackplane
 from ._registry import Registry
 from ._session import Session
 from ._settings import LinkTransport, SessionKind, Unavailable
-from ._store import BINARY, TEXT, Fenced, RedisSessionStore, UnknownSession
+from ._store import BINARY, Fenced, RedisSessionStore, UnknownSession, encode_payload
 
 
 __all__ = ["Cluster", "Unavailable"]
@@ -58,6 +58,8 @@ BROADCAST_KEEP: Final = 10_000
 """Broadcasts kept in the Redis stream for hubs that were away for a moment."""
 RETRY: Final = 0.1
 """Seconds before a write to Redis that failed is tried again."""
+STOP_TIMEOUT: Final = 2.0
+"""Seconds ``stop()`` waits for its tasks to end once cancelled."""
 FANOUT: Final = 256
 """Sessions a broadcast is appended to concurrently."""
 
@@ -126,7 +128,10 @@ class Cluster:
         tasks, self._tasks = [*self._tasks, *self._spawned], []
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:
+            # Bounded: a task stuck in a Redis call that ignores cancellation must not
+            # keep the hub from stopping (TASKS still reports it if it ever fails).
+            await asyncio.wait(tasks, timeout=STOP_TIMEOUT)
         for _, timer in self._visitors.values():
             timer.cancel()
         self._visitors.clear()
@@ -160,8 +165,7 @@ class Cluster:
         state = stored.state
         session = self._registry.get(session_id)
         if session is None or session.ended:
-            kind: SessionKind = "eventsource" if stored.kind == "eventsource" else "rxconn"
-            session = self._view(session_id, kind, transport, state.key, stored.token)
+            session = self._view(session_id, stored.kind, transport, state.key, stored.token)
             session.log.restart(state.acked + 1)
             self._registry.register(session)
         else:
@@ -186,8 +190,7 @@ class Cluster:
                 return None
             except RedisError as exc:
                 raise Unavailable(str(exc)) from exc
-            kind: SessionKind = "eventsource" if stored.kind == "eventsource" else "rxconn"
-            session = self._view(session_id, kind, "http", stored.state.key, stored.token)
+            session = self._view(session_id, stored.kind, "http", stored.state.key, stored.token)
             session.inbound.received = stored.state.received
         loop = asyncio.get_running_loop()
         self._drop_visitor(session_id)
@@ -218,8 +221,7 @@ class Cluster:
             raise ConnectionClosedError() from None
         except RedisError as exc:
             raise Unavailable(str(exc)) from exc
-        before = session.inbound.received
-        session.inbound.received = max(before, applied.received)
+        session.inbound.received = max(session.inbound.received, applied.received)
         for payload in payloads[applied.first : applied.first + applied.count]:
             session.applied(payload)
         if applied.full:
@@ -339,6 +341,7 @@ class Cluster:
         """Read what Redis has for the session after the view's log (until nothing is new)."""
         try:
             while not session.ended:
+                _unless_cancelled()
                 self._pull_again.discard(session.id)
                 try:
                     acked, entries = await self.store.pull(session.id, session.log.next_seq - 1)
@@ -388,6 +391,7 @@ class Cluster:
         """Append queued sends to Redis in order; a failure is retried, never skipped."""
         outgoing = self._outgoing
         while True:
+            _unless_cancelled()
             await self._outgoing_ready.wait()
             self._outgoing_ready.clear()
             while outgoing:
@@ -417,6 +421,7 @@ class Cluster:
     async def _ack_loop(self) -> None:
         """Write the latest acknowledgement of each session to Redis (coalesced)."""
         while True:
+            _unless_cancelled()
             await self._acks_ready.wait()
             self._acks_ready.clear()
             batch, self._acks = self._acks, {}
@@ -437,6 +442,7 @@ class Cluster:
         """Keep the keys of the sessions whose link this hub holds from expiring."""
         period = max(self._settings.session_grace / 3, 0.05)
         while True:
+            _unless_cancelled()
             await asyncio.sleep(period)
             for session in self._registry.live():
                 if session.link is None or session.protocol.epoch == 0:
@@ -451,7 +457,7 @@ class Cluster:
                     pass  # gone (its link learns on its next write), or Redis is away
 
     async def _publish_broadcast(self, payload: Payload) -> None:
-        kind, data = (BINARY, payload) if type(payload) is bytes else (TEXT, payload.encode())  # type: ignore[union-attr]
+        kind, data = encode_payload(payload)
         await self.backplane.client.xadd(
             self.backplane.key("broadcast"),
             {"t": kind, "d": data},
@@ -464,6 +470,7 @@ class Cluster:
         stream = self.backplane.key("broadcast")
         last = "$"
         while True:
+            _unless_cancelled()
             try:
                 client = self.backplane.client
                 if last == "$":
@@ -498,8 +505,9 @@ class Cluster:
 
 
 def _unless_cancelled() -> None:
-    """Re-raise a cancellation that redis-py reported as a Redis error (a loop that retries
-    Redis errors would otherwise swallow it, and stopping would wait forever)."""
+    """Re-raise a cancellation that redis-py reported as a Redis error, or swallowed (a
+    loop that retries Redis errors would otherwise run on, and stopping would wait
+    forever); called in every retry and at the top of every loop."""
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError

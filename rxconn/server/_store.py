@@ -44,9 +44,17 @@ from redis.exceptions import ResponseError
 from .._types import Payload
 from ..errors import BufferFullError
 from ..session import SessionState
+from ._settings import SessionKind
 
 
-__all__ = ["Applied", "Fenced", "RedisSessionStore", "Stored", "UnknownSession"]
+__all__ = [
+    "Applied",
+    "Fenced",
+    "RedisSessionStore",
+    "Stored",
+    "UnknownSession",
+    "encode_payload",
+]
 
 TEXT: Final = b"t"
 BINARY: Final = b"b"
@@ -65,7 +73,8 @@ class Stored:
     """A session claimed from Redis: its state, kind, and a browser session's resume token."""
 
     state: SessionState
-    kind: str
+    kind: SessionKind
+    """``"eventsource"`` for a browser session, else ``"rxconn"``."""
     token: str | None
 
 
@@ -282,7 +291,7 @@ class RedisSessionStore:
             raise UnknownSession(str(exc)) from exc
         pairs = zip(flat[::2], flat[1::2], strict=True)
         fields = {bytes(k).decode(): bytes(v).decode() for k, v in pairs}
-        return Stored(SessionState.from_fields(fields), fields["kind"], fields["token"] or None)
+        return _stored(fields)
 
     async def view(self, session: str, key: str) -> Stored:
         """The session's state, read without taking its link (for a POST on any hub).
@@ -294,8 +303,7 @@ class RedisSessionStore:
         fields = {bytes(k).decode(): bytes(v).decode() for k, v in raw.items()}
         if not fields or not secrets.compare_digest(fields.get("key", ""), key):
             raise UnknownSession(session)
-        state = SessionState.from_fields(fields)
-        return Stored(state, fields.get("kind", "rxconn"), fields.get("token") or None)
+        return _stored(fields)
 
     async def apply(
         self, claimed: SessionState, first_seq: int, payloads: list[Payload], *, echo: bool
@@ -323,10 +331,7 @@ class RedisSessionStore:
             self.channels,
         ]
         for payload in payloads:
-            if type(payload) is bytes:
-                args += [BINARY, payload]
-            else:
-                args += [TEXT, payload.encode()]  # type: ignore[union-attr]
+            args += encode_payload(payload)
         received, first, count, full, sent = await self._run(self._apply, claimed.id, args)
         return Applied(int(received), int(first), int(count), bool(full), int(sent))
 
@@ -338,7 +343,7 @@ class RedisSessionStore:
             BufferFullError: ``replay_limit`` messages already wait (nothing appended).
             UnknownSession: the session is gone.
         """
-        kind, data = (BINARY, payload) if type(payload) is bytes else (TEXT, payload.encode())  # type: ignore[union-attr]
+        kind, data = encode_payload(payload)
         args: list[bytes | str | int] = [kind, data, self.replay_limit, self.channels, int(notify)]
         try:
             seq = await self._append(keys=self.keys(session), args=args)
@@ -353,10 +358,10 @@ class RedisSessionStore:
     ) -> list[int | BaseException]:
         """:meth:`append` ``payload`` to each session (no wake-ups), in one round trip; each
         result is the seq, or the error (``BufferFullError``, ``UnknownSession``)."""
-        kind, data = (BINARY, payload) if type(payload) is bytes else (TEXT, payload.encode())  # type: ignore[union-attr]
+        kind, data = encode_payload(payload)
+        args: list[bytes | str | int] = [kind, data, self.replay_limit, self.channels, 0]
         async with self._client.pipeline(transaction=False) as pipe:
             for session in sessions:
-                args = [kind, data, self.replay_limit, self.channels, 0]
                 await self._append(keys=self.keys(session), args=args, client=pipe)
             results = await pipe.execute(raise_on_error=False)
         out: list[int | BaseException] = []
@@ -413,6 +418,18 @@ class RedisSessionStore:
             if "FENCED" in str(exc):
                 raise Fenced(session) from exc
             raise UnknownSession(str(exc)) from exc
+
+
+def _stored(fields: dict[str, str]) -> Stored:
+    kind: SessionKind = "eventsource" if fields.get("kind") == "eventsource" else "rxconn"
+    return Stored(SessionState.from_fields(fields), kind, fields.get("token") or None)
+
+
+def encode_payload(payload: Payload) -> tuple[bytes, bytes]:
+    """A payload as a stream entry's type and data fields (text stays text, bytes bytes)."""
+    if type(payload) is bytes:
+        return BINARY, payload
+    return TEXT, payload.encode()  # type: ignore[union-attr]
 
 
 def _entries(entries: Any) -> list[tuple[int, Payload]]:

@@ -12,15 +12,12 @@ message). ``RXCONN_LONG=1`` runs 300 sessions at 100 msg/s each way.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 
 import pytest
 
 import rxconn
 from rxconn import Connected
+from rxconn.cli._hubprocess import HubProcess
 from rxconn.server import Hub
 from tests.cluster import RoundRobinProxy
 from tests.helpers import Recorder, reach
@@ -37,53 +34,6 @@ RATE = 100.0
 SECONDS = 6.0 if LONG else 2.0
 """How long each stream runs; the kill is a third of the way in."""
 BACKOFF = rxconn.Backoff(initial=0.05, max_delay=0.2, jitter=0.0)
-
-
-class HubProcess:
-    """``python -m rxconn serve --redis URL --echo --port 0`` as a child process."""
-
-    def __init__(self, redis_url: str) -> None:
-        self.redis_url = redis_url
-        self.process: subprocess.Popen[bytes] | None = None
-        self.port = 0
-
-    async def start(self) -> None:
-        args = [sys.executable, "-W", "error", "-m", "rxconn", "serve", "--port", "0"]
-        args += ["--redis", self.redis_url, "--echo", "--ping-interval", "0.5"]
-        self.process = subprocess.Popen(
-            args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=dict(os.environ)
-        )
-        assert self.process.stdout is not None
-        line = await asyncio.wait_for(asyncio.to_thread(self.process.stdout.readline), 20.0)
-        assert line.startswith(b"rxconn hub on http://127.0.0.1:"), line
-        self.port = int(line.split(b":")[2].split(b"/")[0])
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-
-    def pause(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGCONT)
-
-    async def stop(self) -> None:
-        process, self.process = self.process, None
-        if process is None:
-            return
-        if process.poll() is None:
-            process.send_signal(signal.SIGCONT)  # a paused process could not stop
-            process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(asyncio.to_thread(process.wait), 10.0)
-            except TimeoutError:
-                process.kill()
-                await asyncio.to_thread(process.wait)
-        if process.stdout is not None:
-            process.stdout.close()
 
 
 async def paced(send: object, payloads: list[str], seconds: float) -> None:
@@ -113,7 +63,8 @@ async def test_a_stopped_and_resumed_old_owner_is_fenced(redis_url: str) -> None
 
 
 async def stream_through_a_fault(redis_url: str, fault: str) -> None:
-    hubs = [HubProcess(redis_url) for _ in range(3)]
+    options = ["--redis", redis_url, "--echo", "--ping-interval", "0.5"]
+    hubs = [HubProcess(options, python=["-W", "error"]) for _ in range(3)]
     sender = Hub(backplane=redis_url)
     conns: list[rxconn.Connection] = []
     recorders: list[Recorder] = []
