@@ -3,7 +3,7 @@
 The notebooks are generated so that they can be reviewed as code: edit the
 cells here, then run ::
 
-    python notebooks/_build.py                # build and execute all three
+    python notebooks/_build.py                # build and execute them all
     python notebooks/_build.py 02             # only the notebooks whose name contains "02"
     python notebooks/_build.py --no-execute   # sources only (no outputs)
 
@@ -794,10 +794,253 @@ MARBLES: list[Cell] = [
 ]
 
 
+# --------------------------------------------------------------------------
+# 04 - hubs on Redis
+# --------------------------------------------------------------------------
+
+CLUSTER: list[Cell] = [
+    md(
+        """
+        # Hubs on Redis: a hub killed mid-stream loses nothing
+
+        With a backplane (`Hub(backplane="redis://...")`, or `serve --redis URL`)
+        a hub keeps its sessions in Redis, and any hub on the same Redis serves
+        any session (see `docs/cluster.md`). This notebook starts a local
+        `redis-server`, three hub processes behind a round-robin balancer (no
+        sticky sessions) and one client, streams numbered messages both ways,
+        and kills the hub that holds the client's link with `kill -9` a third of
+        the way in. The client reconnects through the balancer to another hub,
+        in the same session, and every message arrives once, in order.
+
+        It needs `redis-server` (Debian/Ubuntu: `apt-get install redis-server`)
+        and redis-py (the `redis` extra, also in `dev`:
+        `python -m pip install -e '.[redis]'`). What `python -m rxconn demo
+        --cluster` prints, drawn.
+        """
+    ),
+    code(
+        """
+        %matplotlib inline
+
+        import asyncio
+        import shutil
+
+        from plots import draw_arrivals
+        from reactivex import operators as ops
+
+        import rxconn
+        from rxconn.cli._balancer import RoundRobinProxy
+        from rxconn.cli._demo import Tally
+        from rxconn.cli._hubprocess import HubProcess
+        from rxconn.cli._redis import LocalRedis
+        from rxconn.server import Hub
+
+
+        REDIS_SERVER = shutil.which("redis-server")
+        if REDIS_SERVER is None:
+            raise RuntimeError("this notebook needs redis-server: apt-get install redis-server")
+        """
+    ),
+    md(
+        """
+        ## Redis, three hubs and a balancer
+
+        `LocalRedis` runs a throwaway `redis-server` (a free port, a temporary
+        directory, no persistence). Each `HubProcess` is
+        `python -m rxconn serve --port 0 --redis URL --echo`, a process of its
+        own, so that it can be killed for real. `RoundRobinProxy` hands each new
+        TCP connection to the next hub that accepts it, as a load balancer with
+        no sticky sessions would, and records its choices in `proxy.chosen`.
+        """
+    ),
+    code(
+        """
+        local = LocalRedis(REDIS_SERVER)
+        await asyncio.wait_for(local.start(), 15)
+
+        options = ["--redis", local.url, "--echo", "--ping-interval", "0.5"]
+        processes = [HubProcess(options) for _ in range(3)]
+        await asyncio.wait_for(asyncio.gather(*(p.start() for p in processes)), 30)
+
+        proxy = RoundRobinProxy([("127.0.0.1", p.port) for p in processes])
+        await asyncio.wait_for(proxy.__aenter__(), 5)
+        print(f"redis-server on {local.url}")
+        print(f"hubs on ports {[p.port for p in processes]}, the balancer on {proxy.port}")
+        """
+    ),
+    md(
+        """
+        ## One client, through the balancer
+
+        A WebSocket connection with a short heartbeat and backoff, so that the
+        kill is noticed and repaired quickly. The hub its link lands on is the
+        balancer's last choice. `conn.session_id` names its session for
+        `hub.send`; `Tally` (what `demo --cluster` counts with) notes every
+        arrival, and `arrivals` when it came.
+        """
+    ),
+    code(
+        """
+        conn = rxconn.Connection(
+            rxconn.websocket(proxy.url("ws", "/rx/ws"), heartbeat=0.5),
+            backoff=rxconn.Backoff(initial=0.05, max_delay=0.5),
+            idle_timeout=2.0,
+        )
+
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+
+
+        def now():
+            return round(loop.time() - t0, 3)
+
+
+        RATE, COUNT = 50, 150  # 50 numbered messages a second each way, for 3 s
+        echoes, pushed = Tally("c"), Tally("h")  # client -> hub (echoed), hub -> client
+        arrivals = {"c": [], "h": []}  # (time, number) of every arrival
+        timeline = []  # (time, state)
+        all_arrived = asyncio.Event()
+
+
+        def on_message(payload):
+            tally = echoes if payload.startswith("c") else pushed
+            tally.take(payload)
+            arrivals[tally.prefix].append((now(), tally.received[-1]))
+            if len(echoes.received) >= COUNT and len(pushed.received) >= COUNT:
+                all_arrived.set()
+
+
+        subscriptions = [
+            conn.state.subscribe(lambda state: timeline.append((now(), state))),
+            conn.messages.subscribe(on_message),
+        ]
+        connected = conn.state.pipe(ops.first(lambda s: isinstance(s, rxconn.Connected)))
+        await asyncio.wait_for(connected, 20)
+
+        holder = proxy.chosen[-1]  # the hub the balancer gave this link to
+        print(f"session {conn.session_id} on hub {holder + 1} (port {processes[holder].port})")
+        """
+    ),
+    md(
+        """
+        A fourth hub, in this notebook: it serves no links, it only sends.
+        `await hub.send(session_id, payload)` returns once Redis has numbered
+        the message; the hub that holds the session's link (whichever it is by
+        then) delivers it.
+        """
+    ),
+    code(
+        """
+        hub = Hub(backplane=local.url)
+        await asyncio.wait_for(hub.open_backplane(), 10)
+        """
+    ),
+    md(
+        """
+        ## Stream both ways, and kill the client's hub
+
+        Number `n` goes both ways at once: `c<n>` from the client (its hub
+        echoes it) and `h<n>` from the notebook's hub. At a third of the way
+        the hub process that holds the link gets `SIGKILL`: no goodbye, no
+        flush.
+        """
+    ),
+    code(
+        """
+        sent = []  # (time, number)
+        marks = {}  # what happened, and when
+
+
+        async def stream():
+            start = loop.time()
+            for n in range(1, COUNT + 1):
+                await asyncio.sleep(max(0.0, start + n / RATE - loop.time()))  # pacing only
+                conn.send(f"c{n}")
+                await asyncio.wait_for(hub.send(conn.session_id, f"h{n}"), 5)
+                sent.append((now(), n))
+                echoes.sent = pushed.sent = n
+                if n == COUNT // 3:
+                    processes[holder].kill()
+                    marks[f"hub {holder + 1} killed (kill -9)"] = now()
+
+
+        await asyncio.wait_for(stream(), 2 * COUNT / RATE + 10)
+        try:
+            await asyncio.wait_for(all_arrived.wait(), 10)
+        except TimeoutError:
+            print("not everything arrived within 10 s")  # the summary below counts it
+
+        (killed,) = marks.values()
+        back = next(t for t, s in timeline if t > killed and isinstance(s, rxconn.Connected))
+        moved = proxy.chosen[-1]
+        marks[f"reconnected to hub {moved + 1}"] = back
+        for t, state in timeline:
+            print(f"{t:6.2f} s  {state}")
+        print(f"back {back - killed:.2f} s after the kill, on hub {moved + 1}")
+        """
+    ),
+    md(
+        """
+        ## Every message, once, in order
+
+        Each number against the time it was sent (grey) and the times it
+        arrived, both ways. Messages sent while the link was down wait (in the
+        client's outbox, and in Redis for the hub's) and arrive in a burst as
+        soon as the client is back, on another hub: a step, not a gap.
+        (The drawing code is in `notebooks/plots.py`.)
+        """
+    ),
+    code(
+        """
+        draw_arrivals(sent, arrivals["c"], arrivals["h"], marks, end=now())
+        """
+    ),
+    code(
+        """
+        print("client -> hub (echoed):", echoes.report())
+        print("hub -> client (hub.send):", pushed.report())
+        lost = echoes.lost + pushed.lost
+        duplicated = echoes.duplicated + pushed.duplicated
+        in_order = echoes.out_of_order == pushed.out_of_order == 0
+        resets = conn.session_resets
+        order = "kept" if in_order else "broken"
+        print(f"lost {lost} / duplicated {duplicated} / order {order} / session resets {resets}")
+        assert (lost, duplicated, in_order, resets) == (0, 0, True, 0)
+        """
+    ),
+    md(
+        """
+        ## Clean up
+
+        Close the connection, disconnect the notebook's hub from Redis, stop the
+        balancer and the hub processes (the killed one is only reaped), stop
+        `redis-server` and delete its directory.
+        """
+    ),
+    code(
+        """
+        for subscription in subscriptions:
+            subscription.dispose()
+        conn.close()
+        await asyncio.wait_for(hub.close_backplane(), 10)
+        await asyncio.wait_for(rxconn.aio.drain(), 10)  # the link's and the hub's tasks
+        await asyncio.wait_for(proxy.__aexit__(None, None, None), 10)
+        await asyncio.wait_for(asyncio.gather(*(p.stop() for p in processes)), 30)
+        await asyncio.wait_for(local.stop(), 10)
+        local.cleanup()
+
+        assert not local.running and all(p.process is None for p in processes)
+        print("redis-server and the hub processes are stopped")
+        """
+    ),
+]
+
+
 NOTEBOOKS: dict[str, list[Cell]] = {
     "01-quickstart.ipynb": QUICKSTART,
     "02-fallback-and-upgrade.ipynb": FALLBACK,
     "03-marble-testing.ipynb": MARBLES,
+    "04-hubs-on-redis.ipynb": CLUSTER,
 }
 
 KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}

@@ -11,7 +11,9 @@ kernel there): ``from plots import draw_marbles, ...``. Two kinds of picture:
 * :func:`draw_marbles` (notebook 03): marble diagrams of a test run in virtual
   time, one row per stream; :func:`link_rows`, :func:`writes_row` and
   :func:`recorded_row` turn a ``FakeTransport`` and ``TestScheduler`` observers
-  into those rows, :func:`state_marble` names a state in one short marble.
+  into those rows, :func:`state_marble` names a state in one short marble;
+* :func:`draw_arrivals` (notebook 04): when each numbered message arrived, in both
+  directions, against when it was sent, with the instant a hub was killed.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from rxconn.testing import FakeTransport
 __all__ = [
     "Event",
     "Row",
+    "draw_arrivals",
     "draw_marbles",
     "draw_quality",
     "draw_state_timeline",
@@ -293,3 +296,83 @@ def draw_marbles(title: str, rows: Sequence[Row], until: float) -> None:
     )
     fig.tight_layout()
     plt.show()
+
+
+# ---------------------------------------------------------------- notebook 04
+
+
+def draw_arrivals(
+    sent: Sequence[tuple[float, int]],
+    echoes: Sequence[tuple[float, int]],
+    pushes: Sequence[tuple[float, int]],
+    marks: Mapping[str, float],
+    end: float,
+) -> None:
+    """Each message number against the time it was sent and the times it arrived, with
+    the time around the marks enlarged in an inset.
+
+    Args:
+        sent: (time, number) for every number sent (both ways at once).
+        echoes: (time, number) for every echo of a client message that came back.
+        pushes: (time, number) for every message a hub sent that the client received.
+        marks: Labelled instants to draw as vertical lines, in order (the first one in
+            red: the fault).
+        end: Where the time axis ends (seconds).
+    """
+    fig, ax = plt.subplots(figsize=(10, 3.8))
+    zoom = ax.inset_axes((0.6, 0.06, 0.3, 0.42))
+    for axes in (ax, zoom):
+        _draw_series(axes, sent, echoes, pushes)
+        for index, t in enumerate(marks.values()):
+            axes.axvline(t, color="#cb181d" if index == 0 else "black", ls="--", lw=1)
+    top = max([n for _, n in sent], default=1)
+    for index, (label, t) in enumerate(marks.items()):
+        height = top * (0.95 - 0.1 * index)
+        ax.annotate(label, (t, height), (4, 0), textcoords="offset points", fontsize=9)
+    if marks:
+        t0, t1 = min(marks.values()) - 0.12, max(marks.values()) + 0.2
+        numbers = [n for t, n in [*sent, *echoes, *pushes] if t0 <= t <= t1]
+        zoom.set_xlim(t0, t1)
+        zoom.set_ylim(min(numbers, default=0) - 1, max(numbers, default=1) + 1)
+        zoom.tick_params(labelsize=7)
+        ax.indicate_inset_zoom(zoom, edgecolor="grey")
+    else:
+        zoom.set_visible(False)
+    ax.set_xlim(0, end)
+    ax.set_xlabel("seconds")
+    ax.set_ylabel("message number")
+    ax.set_title(
+        f"{len(echoes)} echoes and {len(pushes)} hub messages of {len(sent)} each way",
+        fontsize=11,
+    )
+    ax.legend(loc="upper left", fontsize=8, frameon=False)
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    plt.show()
+
+
+def _draw_series(
+    ax: Any,
+    sent: Sequence[tuple[float, int]],
+    echoes: Sequence[tuple[float, int]],
+    pushes: Sequence[tuple[float, int]],
+) -> None:
+    """The sends as a grey line, the echoes as rings, the hub's messages as dots."""
+    ax.plot([t for t, _ in sent], [n for _, n in sent], "-", color="#bdbdbd", lw=3, label="sent")
+    ax.plot(
+        [t for t, _ in echoes],
+        [n for _, n in echoes],
+        "o",
+        ms=4,
+        mfc="none",
+        color=STATE_COLORS[("connected", "websocket")],
+        label="client -> hub, echoed back",
+    )
+    ax.plot(
+        [t for t, _ in pushes],
+        [n for _, n in pushes],
+        ".",
+        ms=3,
+        color=STATE_COLORS[("connected", "http")],
+        label="hub.send() -> client",
+    )
