@@ -26,7 +26,6 @@ exits 0 on Ctrl-C or SIGTERM. Errors are one line on stderr, never a traceback.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -38,7 +37,7 @@ from ._clients import base_url, endpoint_url, run_listen, run_send
 from ._console import PROG, CliError, UsageError, print_error, silence
 from ._demo import run_demo
 from ._format import format_message, parse_line
-from ._run import interruptible
+from ._run import interruptible, run
 from ._serve import run_serve
 
 
@@ -187,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
     command: Command = args.run
     try:
-        return asyncio.run(interruptible(command(args), stop_code=args.stop_code))
+        return run(interruptible(command(args), stop_code=args.stop_code))
     except KeyboardInterrupt:  # before our handlers were installed, or after
         return 130
     except (rxconn.InvalidURL, UsageError) as exc:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -14,7 +15,51 @@ from typing import Any
 from ._console import CliError
 
 
-__all__ = ["Changes", "Outcome", "interruptible"]
+__all__ = ["Changes", "Outcome", "interruptible", "run"]
+
+LEFTOVER_GRACE = 5.0
+"""Seconds the tasks still running when a command returns get to end once cancelled."""
+
+
+def run(main: Coroutine[Any, Any, int], *, grace: float = LEFTOVER_GRACE) -> int:
+    """``asyncio.run(main)``, except that leftover tasks get ``grace`` seconds to end.
+
+    ``asyncio.run`` cancels what is left and then waits for it without a bound: one
+    task that swallows its cancellation (redis-py's retries can, mid-command) keeps
+    the process alive after a SIGTERM. Here such a task is reported on stderr and
+    abandoned, and the command still exits with its code.
+    """
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        return loop.run_until_complete(main)
+    finally:
+        try:
+            leftover = asyncio.all_tasks(loop)
+            for task in leftover:
+                task.cancel()
+            if leftover:
+                loop.run_until_complete(asyncio.wait(leftover, timeout=grace))
+                for task in leftover:
+                    if not task.done():
+                        print(
+                            f"rxconn: abandoned a task that did not stop: {task!r}", file=sys.stderr
+                        )
+                    elif not task.cancelled() and task.exception() is not None:
+                        loop.call_exception_handler(
+                            {
+                                "message": "unhandled exception while stopping",
+                                "task": task,
+                                "exception": task.exception(),
+                            }
+                        )
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(asyncio.wait_for(loop.shutdown_default_executor(), grace))
+        except TimeoutError:
+            print("rxconn: the default executor did not stop in time", file=sys.stderr)
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
 
 
 @contextmanager
