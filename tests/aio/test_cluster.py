@@ -134,6 +134,36 @@ async def test_broadcast_reaches_sessions_on_every_hub(redis_url: str) -> None:
             conn.close()
 
 
+async def test_a_session_whose_hub_is_gone_still_gets_every_broadcast(redis_url: str) -> None:
+    """A broadcast is numbered once in Redis, not copied to the sessions some hub holds: a
+    session whose hub left (no hub holds it while its client waits to reconnect) gets the
+    broadcasts and the direct messages of the meantime when it resumes on another hub,
+    each once and in order."""
+    async with Cluster(redis_url, 2, ping_interval=0.5) as cluster:
+        sender = Hub(backplane=redis_url)
+        await sender.open_backplane()
+        slow = rxconn.Backoff(initial=1.0, max_delay=1.0, jitter=0.0)
+        conn = rxconn.Connection(transport_for(cluster, "websocket"), backoff=slow)
+        got = Recorder(conn.messages)
+        await reach(conn, lambda s: s == Connected("websocket"))
+        session_id = conn.session_id
+        assert session_id is not None
+        sender.broadcast("b-before")
+        await got.until(lambda items: items == ["b-before"], 5.0)
+        await cluster.stop(cluster.holder())
+        for i in range(10):
+            sender.broadcast(f"b{i}")
+            await sender.send(session_id, f"h{i}")
+        await reach(conn, lambda s: s == Connected("websocket"))
+        await got.until(lambda items: len(items) >= 21, 10.0)
+        assert [m for m in got.items if m.startswith("b")] == ["b-before"] + numbered("b", 10)
+        assert [m for m in got.items if m.startswith("h")] == numbered("h", 10)
+        assert conn.session_resets == 0
+        got.dispose()
+        conn.close()
+        await sender.close_backplane()
+
+
 async def test_backplane_state_and_send_to_unknown_session(redis_url: str) -> None:
     """hub.backplane.state says "connected"; sending to a session nobody has is an error."""
     hub = Hub(backplane=redis_url)
@@ -163,7 +193,7 @@ async def test_redis_restarted_empty_gives_new_sessions_and_loses_nothing_after(
         )
         got = Recorder(conn.messages)
         await reach(conn, lambda s: s == Connected("websocket"))
-        conn.send("before")
+        await asyncio.wait_for(conn.send("before"), 5.0)  # acknowledged: never resent
         await got.until(lambda items: items == ["before"], 5.0)
         await redis_server.restart_empty()
         await wiped.until(lambda items: len(items) == 1, 10.0)  # reported, never silent
