@@ -346,6 +346,12 @@ class WebSocketTransport(AioTransport):
         try:
             async with asyncio.timeout(self.open_timeout):
                 msg = await ws.receive()
+                # A busy hub's heartbeat may ping before its welcome (its claim on a
+                # shared session waits for Redis): answer, and wait on.
+                while msg.type in _CONTROL:
+                    if msg.type is aiohttp.WSMsgType.PING:
+                        await ws.pong(msg.data)
+                    msg = await ws.receive()
         except TimeoutError as exc:
             raise translate("websocket", self.url, exc, opening=True) from exc
         if msg.type is aiohttp.WSMsgType.TEXT:
@@ -371,9 +377,11 @@ class WebSocketTransport(AioTransport):
                         "websocket", control.reason or "session unknown", status=410, retry_after=0
                     )
                 raise TransportError("websocket", control.reason, status=control.status)
+        # A link that breaks or closes before the welcome (a hub killed mid-handshake) is
+        # retried like any lost link; only a peer that answers something else is not rxconn.
         raise (
             self._closed_error(ws, msg)
-            if msg.type in _CLOSING
+            if msg.type in _CLOSING or msg.type is aiohttp.WSMsgType.ERROR
             else ProtocolError(
                 "websocket", "the hub did not answer the hello with a welcome", fatal=True
             )
@@ -538,6 +546,7 @@ class WebSocketTransport(AioTransport):
         return lost
 
 
+_CONTROL: Final = frozenset({aiohttp.WSMsgType.PING, aiohttp.WSMsgType.PONG})
 _CLOSING: Final = frozenset(
     {aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED}
 )

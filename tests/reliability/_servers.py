@@ -26,7 +26,7 @@ from tests.helpers import app_server
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
 
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-TEXT, BINARY, CLOSE, PING = 0x1, 0x2, 0x8, 0x9
+TEXT, BINARY, CLOSE, PING, PONG = 0x1, 0x2, 0x8, 0x9, 0xA
 HOLD = 10.0
 """Most seconds a scripted connection waits for the client (tests end far sooner)."""
 

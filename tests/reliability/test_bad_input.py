@@ -40,11 +40,13 @@ from tests.reliability._chaos import HubLog, StateLog, numbered, report
 from tests.reliability._servers import (
     BINARY,
     PING,
+    PONG,
     RawServer,
     accept_websocket,
     aiohttp_server,
     frame,
     hold,
+    read_frame,
     read_hello,
     sse_response,
     text,
@@ -201,6 +203,22 @@ async def refusal_503(reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     writer.write(text('x{"status": 503, "reason": "busy"}'))
 
 
+async def dropped_before_welcome(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    """A hub killed between the hello and the welcome: the TCP connection is reset."""
+    await accept_websocket(reader, writer, V1)
+    await read_hello(reader)
+    writer.transport.abort()
+
+
+async def eof_before_welcome(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A hub that goes away between the hello and the welcome without a close frame."""
+    await accept_websocket(reader, writer, V1)
+    await read_hello(reader)
+    writer.close()
+
+
 HANDSHAKE_CASES: dict[str, tuple[Callable[..., Awaitable[None]], type[Exception], bool]] = {
     # name: (script, expected error class, fatal?)
     "garbage instead of an HTTP answer": (garbage_status_line, TransportError, False),
@@ -211,7 +229,17 @@ HANDSHAKE_CASES: dict[str, tuple[Callable[..., Awaitable[None]], type[Exception]
     "v1 data before the welcome": (data_before_welcome, ProtocolError, True),
     "v1 refusal 410": (refusal_410, SessionExpired, False),
     "v1 refusal 503": (refusal_503, TransportError, False),
+    # A link lost before the welcome is retried (a hub killed mid-handshake), never fatal.
+    "v1 connection reset before the welcome": (dropped_before_welcome, ConnectionLost, False),
+    "v1 connection closed before the welcome": (eof_before_welcome, ConnectionLost, False),
 }
+
+
+def handshake_client(server: RawServer) -> rxconn.Connection:
+    """A client of ``server``'s scripted WebSocket, with no heartbeat and a short open."""
+    return rxconn.Connection(
+        rxconn.websocket(server.url + "/ws", heartbeat=None, open_timeout=2.0), backoff=FAST
+    )
 
 
 @pytest.mark.parametrize("case", list(HANDSHAKE_CASES))
@@ -224,14 +252,13 @@ async def test_broken_websocket_handshakes_get_typed_errors(case: str) -> None:
 
     async def run(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
         await script(reader, writer)
+        if writer.is_closing():
+            return  # the script dropped the connection
         await writer.drain()
         await until_close_frame(reader, writer)
 
     async with RawServer(run) as server:
-        conn = rxconn.Connection(
-            rxconn.websocket(server.url + "/ws", heartbeat=None, open_timeout=2.0),
-            backoff=FAST,
-        )
+        conn = handshake_client(server)
         conn.send("kept")
         failure = await first_error(conn)
         report(f"bad websocket handshake: {case}", error=repr(failure.error))
@@ -240,6 +267,28 @@ async def test_broken_websocket_handshakes_get_typed_errors(case: str) -> None:
         if not fatal:
             await reach(conn, lambda s: isinstance(s, rxconn.Connecting) and s.attempt >= 2)
         assert conn.close() == ["kept"]
+
+
+async def test_a_ping_before_the_welcome_is_answered_and_the_link_opens() -> None:
+    """A busy hub's heartbeat may ping before its welcome (its Redis claim is slow): the
+    client answers the ping and keeps waiting for the welcome; it is no protocol error."""
+    pongs: list[tuple[int, bytes]] = []
+
+    async def run(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        await accept_websocket(reader, writer, V1)
+        await read_hello(reader)
+        writer.write(frame(PING, b"busy"))
+        await writer.drain()
+        pongs.append(await read_frame(reader))
+        writer.write(welcome())
+        await writer.drain()
+        await until_close_frame(reader, writer)
+
+    async with RawServer(run) as server:
+        conn = handshake_client(server)
+        await reach(conn, lambda s: isinstance(s, Connected))
+        assert pongs == [(PONG, b"busy")]
+        conn.close()
 
 
 # --------------------------------------------------------------------------- SSE
