@@ -164,6 +164,30 @@ async def test_a_session_whose_hub_is_gone_still_gets_every_broadcast(redis_url:
         await sender.close_backplane()
 
 
+async def test_a_hub_dropped_from_the_registry_reads_what_it_missed(redis_url: str) -> None:
+    """A hub that was away longer than its registration lasts (a long pause; here it is
+    dropped by hand) gets no inbox entries meanwhile: its next heartbeat notices, and it
+    reads its sessions' missing messages from Redis."""
+    async with Cluster(redis_url, 1, ping_interval=0.5) as cluster:
+        sender = Hub(backplane=redis_url)
+        await sender.open_backplane()
+        conn = rxconn.Connection(rxconn.websocket(cluster.url("ws", "/ws")), backoff=FAST)
+        got = Recorder(conn.messages)
+        await reach(conn, lambda s: s == Connected("websocket"))
+        client = aioredis.Redis.from_url(redis_url)
+        try:
+            hub_id = cluster.hubs[0]._cluster.id  # noqa: SLF001
+            assert await client.zrem("rx:hubs", hub_id) == 1
+            sender.broadcast("while away")
+            await got.until(lambda items: items == ["while away"], 5.0)
+            assert await client.zscore("rx:hubs", hub_id) is not None  # registered again
+        finally:
+            await client.aclose()
+        got.dispose()
+        conn.close()
+        await sender.close_backplane()
+
+
 async def test_backplane_state_and_send_to_unknown_session(redis_url: str) -> None:
     """hub.backplane.state says "connected"; sending to a session nobody has is an error."""
     hub = Hub(backplane=redis_url)

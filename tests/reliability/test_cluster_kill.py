@@ -6,12 +6,17 @@ process) sending to every session; one hub process is killed mid-stream.
 Every affected client is connected again on another hub quickly, in the same session, and
 every message arrives exactly once, in order, in both directions (client messages are
 checked through their echoes: the Redis script appends an echo exactly once per applied
-message). ``RXCONN_LONG=1`` runs 300 sessions at 100 msg/s each way.
+message). ``RXCONN_LONG=1`` runs 300 sessions at 100 msg/s each way: on a 2-core
+machine that load saturates the CPU (three hubs, Redis and 300 clients), and although
+nothing is lost, duplicated or reordered and no session resets, the reconnect bound
+fails there (5-10 s measured on 2026-12-03); the report says how late this process's own
+event loop ran (``loop_lag_max_s``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
@@ -104,8 +109,13 @@ async def stream_through_a_fault(redis_url: str, fault: str) -> None:
                     proxy.mark(0, up=False)
                 return loop.time()
 
+            history: dict[int, list[str]] = {}  # each connection's states since the kill
+
             def watch(conn: rxconn.Connection) -> rxconn.Connection:
                 def on_state(state: object) -> None:
+                    if killed_at:
+                        seen = history.setdefault(id(conn), [])
+                        seen.append(f"{loop.time() - killed_at[0]:.2f}s {state!r}"[:160])
                     if isinstance(state, Connected) and killed_at:
                         reconnected.append(loop.time() - killed_at[0])
 
@@ -120,16 +130,39 @@ async def stream_through_a_fault(redis_url: str, fault: str) -> None:
                 killed_at.append(await kill_one())
 
             resets = [c.session_resets for c in conns]
+            refused: list[str] = []  # hub.send to a session Redis no longer has
+            lag = [0.0]  # this process's worst event-loop delay: the clients' own lateness
+
+            async def probe_lag() -> None:
+                while True:
+                    before = loop.time()
+                    await asyncio.sleep(0.05)
+                    lag[0] = max(lag[0], loop.time() - before - 0.05)
+
+            prober = asyncio.create_task(probe_lag())
+
+            async def push(session_id: str | None, payload: str) -> None:
+                assert session_id is not None
+                try:
+                    await sender.send(session_id, payload)
+                except rxconn.ConnectionClosedError:
+                    refused.append(payload)
+
             await asyncio.gather(
                 killer(),
                 *(paced(c.send, outs[i], SECONDS) for i, c in enumerate(conns)),
                 *(
-                    paced(lambda p, sid=c.session_id: sender.send(sid, p), pushes[i], SECONDS)
+                    paced(lambda p, sid=c.session_id: push(sid, p), pushes[i], SECONDS)
                     for i, c in enumerate(conns)
                 ),
             )
-            for rec in recorders:
-                await rec.until(lambda items: len(items) >= 2 * count, 30.0)
+            with contextlib.suppress(TimeoutError):  # what is missing is counted below
+                async with asyncio.timeout(30.0):
+                    for rec in recorders:
+                        await rec.until(lambda items: len(items) >= 2 * count)
+            prober.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await prober
             if fault == "stop":
                 hubs[0].resume()  # the old owner wakes up with its stale views
                 proxy.mark(0, up=True)
@@ -139,7 +172,10 @@ async def stream_through_a_fault(redis_url: str, fault: str) -> None:
                 for rec in recorders:
                     await rec.until(lambda items: len(items) >= 2 * count + 1, 10.0)
             lost = dup = disordered = 0
+            short: list[str] = []  # how a connection that missed messages got there
             for i, rec in enumerate(recorders):
+                if len(rec.items) < 2 * count and len(short) < 3:
+                    short.append(f"#{i} {conns[i].current_state!r}: {history.get(id(conns[i]))}")
                 if fault == "stop":
                     assert rec.items[-1] == "late" and rec.items.count("late") == 1
                 echoes = [m for m in rec.items if m.startswith("c")]
@@ -158,8 +194,11 @@ async def stream_through_a_fault(redis_url: str, fault: str) -> None:
                 duplicated=dup,
                 out_of_order=disordered,
                 resets=sum(c.session_resets for c in conns) - sum(resets),
+                sends_refused=len(refused),
+                loop_lag_max_s=round(lag[0], 3),
             )
-            assert (lost, dup, disordered) == (0, 0, 0)
+            assert (lost, dup, disordered) == (0, 0, 0), short
+            assert not refused, f"hub.send refused (its session was gone): {refused[:3]}"
             assert [c.session_resets for c in conns] == resets  # no session was reset
             assert reconnected  # the killed hub held links
             if fault == "kill":
