@@ -52,6 +52,10 @@ MAX_RETRY_DELAY: Final = 0.5
 """Longest wait between reconnect attempts: resubscribed within ~1 s of Redis answering."""
 
 
+POOL_SIZE: Final = 100
+"""Redis connections one hub opens at most (more requests wait for one)."""
+
+
 class RedisBackplane:
     """A supervised connection to the Redis at ``url`` (keys and channels under ``prefix``).
 
@@ -126,8 +130,13 @@ class RedisBackplane:
         """Create the client and start supervising (returns at once; see :attr:`state`)."""
         if self._task is not None:
             return
-        self._client = aioredis.Redis.from_url(
+        # A blocking pool: a burst (a hub's share of clients reconnecting at once after
+        # another hub died) waits for a connection instead of failing with "too many
+        # connections", which clients would see as "try again later".
+        pool = aioredis.BlockingConnectionPool.from_url(
             self.url,
+            max_connections=POOL_SIZE,
+            timeout=2 * self.check_interval,
             socket_connect_timeout=self.check_interval,
             socket_timeout=2 * self.check_interval,
             health_check_interval=self.check_interval,
@@ -136,6 +145,7 @@ class RedisBackplane:
             retry=Retry(ExponentialBackoff(cap=0.1, base=0.01), 2),
             retry_on_error=[RedisConnectionError, RedisTimeoutError],
         )
+        self._client = aioredis.Redis.from_pool(pool)
         self._task = TASKS.spawn(self._supervise(), name="rxconn redis backplane")
 
     async def stop(self) -> None:

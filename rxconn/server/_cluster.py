@@ -135,6 +135,7 @@ class Cluster:
         self._store: RedisSessionStore | None = None
         self._views: dict[str, _View] = {}
         self._read = 0  # the last inbox entry taken
+        self._passed = 0  # the last one that a view created later may have missed
         self._beaten = asyncio.Event()  # registered once
         # This hub's own appends whose replies came before an earlier entry's: by entry.
         self._early: dict[int, tuple[str, int, int, Sequence[Payload]]] = {}
@@ -372,8 +373,9 @@ class Cluster:
             view = _View(session, stored.joined, stored.outgoing.directs)
             self._views[session.id] = view
         self._sync(view, stored.outgoing)
-        if self._read > stored.since:
-            # Inbox entries for it came before the view existed: read what they said.
+        if self._passed > stored.since:
+            # Entries that may concern it were taken before the view existed (a
+            # broadcast, a message for a session without a view): read what it lacks.
             self._pull_soon(session)
 
     def _sync(self, view: _View, outgoing: Outgoing) -> None:
@@ -456,7 +458,9 @@ class Cluster:
         while True:
             self._read = entry
             view = self._views.get(session_id)
-            if view is not None:
+            if view is None:
+                self._passed = entry
+            else:
                 for offset, payload in enumerate(payloads):
                     self._direct(view, index + offset, tag, payload)
             early = self._early.pop(entry + 1, None)
@@ -516,9 +520,12 @@ class Cluster:
             payload = next(iter_entry_payloads(fields))
             for each in list(self._views.values()):
                 self._broadcast(each, number, payload)
+            self._passed = self._read
             return
         view = self._views.get(fields[b"s"].decode())
         if view is None:
+            if kind == b"m":
+                self._passed = self._read
             return
         if kind == b"m":
             index, tag = int(fields[b"i"]), int(fields[b"b"])
@@ -697,7 +704,7 @@ class Cluster:
                 _unless_cancelled()
                 await asyncio.sleep(RETRY)
         if entry and entry == self._read + 1:
-            self._read = entry
+            self._read = self._passed = entry
             for view in list(self._views.values()):
                 self._broadcast(view, number, payload)
             self._flush_wakes()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from typing import TYPE_CHECKING, Final, Literal
 
@@ -14,7 +15,7 @@ from ..session import Accept, ReplayGap
 from ..sse import encode_comment
 from ._events import encode_entries, encode_session
 from ._session import Session
-from ._settings import Unavailable
+from ._settings import RETRY_AFTER, Unavailable
 
 
 if TYPE_CHECKING:
@@ -128,7 +129,7 @@ class SseServerLink:
 
 def _unavailable(cors: dict[str, str]) -> web.Response:
     """503: the shared session state (Redis) is away; the client tries again (Retry-After)."""
-    return _json(503, {"error": "try again later"}, {**cors, "Retry-After": "1"})
+    return _json(503, {"error": "try again later"}, {**cors, "Retry-After": str(RETRY_AFTER)})
 
 
 def _json(status: int, body: dict[str, object], headers: dict[str, str]) -> web.Response:
@@ -192,7 +193,11 @@ async def handle_events(
         if session is None:
             session = await registry.open("rxconn" if is_rxconn else "eventsource", "http")
     except Unavailable:
-        return resp  # shared sessions, Redis away: the stream ends, the client retries
+        # Shared sessions and Redis is away: the stream ends, advising when to come back
+        # (the 200 and its headers are out already, so no 503 with Retry-After).
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await resp.write(f"retry: {RETRY_AFTER * 1000}\n\n".encode())
+        return resp
 
     ping_interval = registry.settings.ping_interval
     link = SseServerLink(request, resp, session, cursor, write_timeout=ping_interval)

@@ -42,7 +42,7 @@ from ..session import ReplayGap
 from ..transport import Payload
 from ._events import encode_entries, encode_session
 from ._session import Session
-from ._settings import Unavailable
+from ._settings import RETRY_AFTER, Unavailable
 
 
 if TYPE_CHECKING:
@@ -325,7 +325,9 @@ async def _open(
 
 def _unavailable(cors: dict[str, str]) -> web.Response:
     """503: the shared session state (Redis) is away; the client tries again (Retry-After)."""
-    return _json(503, {"error": "try again later"}, {**_headers(cors), "Retry-After": "1"})
+    return _json(
+        503, {"error": "try again later"}, {**_headers(cors), "Retry-After": str(RETRY_AFTER)}
+    )
 
 
 def _events(body: bytes, cors: dict[str, str], link: PollServerLink) -> web.Response:

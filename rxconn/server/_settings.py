@@ -46,6 +46,11 @@ class Unavailable(Exception):
     """The shared session state (Redis) cannot be reached now: try again later (503, 1013)."""
 
 
+RETRY_AFTER = 1
+"""Seconds a client is told to wait while Redis is away: ``Retry-After`` of a 503, the last
+word of a 1013 close reason (without it rxconn clients would wait 5 s)."""
+
+
 class Shared(Protocol):
     """Where sessions are shared with other hubs (Redis: ``_cluster.Cluster``).
 

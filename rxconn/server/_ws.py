@@ -23,7 +23,7 @@ from ..aio._frames import FrameWriter
 from ..errors import ConnectionClosedError
 from ..session import Accept, AckSchedule, ReplayGap
 from ._session import Session
-from ._settings import Unavailable
+from ._settings import RETRY_AFTER, Unavailable
 
 
 if TYPE_CHECKING:
@@ -111,7 +111,7 @@ async def handle_websocket(request: web.Request, registry: Registry) -> web.Stre
         if session is not None:
             await _serve(link, session)
     except Unavailable:
-        link.close(1013, "try again later")  # shared sessions and Redis is away
+        link.close(1013, f"try again in {RETRY_AFTER}")  # shared sessions, Redis away
     finally:
         registry.links.discard(link)
         await link.finish()
@@ -254,7 +254,7 @@ async def _read_shared(link: WebSocketServerLink, session: Session, acks: AckTim
                 try:
                     verdict = await session.receive(seq, batch)
                 except Unavailable:
-                    link.close(1013, "try again later")  # nothing acknowledged: resent
+                    link.close(1013, f"try again in {RETRY_AFTER}")  # resent: not acked
                     return
                 except ConnectionClosedError:
                     link.close(1012, "session moved or ended")

@@ -188,6 +188,28 @@ async def test_a_hub_dropped_from_the_registry_reads_what_it_missed(redis_url: s
         await sender.close_backplane()
 
 
+@pytest.mark.parametrize("transport", ["websocket", "http"])
+async def test_while_redis_is_away_a_new_link_is_told_to_try_again_in_a_second(
+    redis_server: RedisServer, transport: str
+) -> None:
+    """A hub that cannot reach Redis answers a new link "try again later" with a 1 s delay
+    (503 Retry-After: 1, or a 1013 close naming 1 s; rxconn clients would wait 5 s for a
+    bare 1013), and the link opens once Redis is back."""
+    async with Cluster(redis_server.url, 1, ping_interval=0.5) as cluster:
+        redis_server.pause()
+        conn = rxconn.Connection(transport_for(cluster, transport), backoff=FAST)
+        states = Recorder(conn.state)
+        try:
+            await states.until(lambda items: any(isinstance(s, rxconn.Errored) for s in items))
+        finally:
+            redis_server.resume()
+        errored = next(s for s in states.items if isinstance(s, rxconn.Errored))
+        assert errored.retry_in == 1.0, errored
+        await reach(conn, lambda s: s == Connected(transport), 10.0)
+        states.dispose()
+        conn.close()
+
+
 async def test_backplane_state_and_send_to_unknown_session(redis_url: str) -> None:
     """hub.backplane.state says "connected"; sending to a session nobody has is an error."""
     hub = Hub(backplane=redis_url)
