@@ -257,6 +257,7 @@ async def test_redis_restarted_empty_gives_new_sessions_and_loses_nothing_after(
         conn.close()
 
 
+@pytest.mark.timeout(1800 if LONG else 60)
 async def test_no_session_key_is_left_after_the_grace(redis_server: RedisServer) -> None:
     """Sessions opened, used and closed or abandoned on any hub leave no key behind once
     their grace is over (checked with SCAN); quitting deletes at once."""
