@@ -58,21 +58,27 @@ class HubProcess:
         """SIGCONT after :meth:`pause`."""
         self._signal(signal.SIGCONT)
 
-    async def stop(self) -> None:
-        """SIGTERM (SIGKILL after a bound), reap it and close its pipe; idempotent."""
+    async def stop(self) -> bool:
+        """SIGTERM (SIGKILL after a bound), reap it and close its pipe; idempotent.
+
+        Returns False if it had to be killed (it did not stop within the bound).
+        """
         process, self.process = self.process, None
         if process is None:
-            return
+            return True
+        clean = True
         if process.poll() is None:
             process.send_signal(signal.SIGCONT)  # a paused process could not stop
             process.terminate()
             try:
                 await asyncio.wait_for(asyncio.to_thread(process.wait), STOP_TIMEOUT)
             except TimeoutError:
+                clean = False
                 process.kill()
                 await asyncio.to_thread(process.wait)
         if process.stdout is not None:
             process.stdout.close()
+        return clean
 
     def _signal(self, sig: signal.Signals) -> None:
         if self.process is not None:
