@@ -46,7 +46,8 @@ class RoundRobinProxy:
         return f"{scheme}://127.0.0.1:{self.port}{path}"
 
     async def __aenter__(self) -> RoundRobinProxy:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        # A large queue, as a real balancer's: clients of a dead hub reconnect at once.
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0, backlog=1024)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 

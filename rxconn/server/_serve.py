@@ -23,6 +23,10 @@ from ._limits import (
 __all__ = ["Server", "serve"]
 
 SHUTDOWN_TIMEOUT = 2.0
+BACKLOG = 1024
+"""Connections the kernel queues before the hub accepts them (aiohttp's default is 128):
+when a hub dies, its clients reconnect to the others all at once, and a SYN dropped from a
+full queue costs its client a 1 s retransmission."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +103,7 @@ async def serve(
                 body_timeout=body_timeout,
                 idle_timeout=idle_timeout,
                 max_connections=max_connections,
+                backlog=BACKLOG,
             )
             await site.start()  # the server owns the socket from here on
         except BaseException:
