@@ -38,7 +38,7 @@ import itertools
 import logging
 import secrets
 from collections import deque
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Iterable, Sequence
 from typing import Any, Final, NamedTuple
 
 from redis.exceptions import RedisError
@@ -142,6 +142,7 @@ class Cluster:
         self._woken: set[Session] = set()
         self._outgoing: deque[_Send] = deque()
         self._outgoing_ready = asyncio.Event()
+        self._awaited: set[asyncio.Future[int]] = set()  # Hub.send calls in progress
         self._acks: dict[str, Session] = {}
         self._acks_ready = asyncio.Event()
         self._pulling: set[str] = set()
@@ -189,6 +190,9 @@ class Cluster:
             # Bounded: a task stuck in a Redis call that ignores cancellation must not
             # keep the hub from stopping (TASKS still reports it if it ever fails).
             await asyncio.wait(tasks, timeout=STOP_TIMEOUT)
+        for done in list(self._awaited):  # their writer is gone: nobody else settles them
+            if not done.done():
+                done.set_exception(Unavailable("the hub's backplane is closed"))
         for _, timer in self._visitors.values():
             timer.cancel()
         self._visitors.clear()
@@ -267,9 +271,12 @@ class Cluster:
 
     def queue(self, session: Any, payload: Payload) -> None:
         """Append ``payload`` for ``session`` in Redis, in order with this hub's other sends."""
+        self._enqueue(_Send(session.id if session is not None else None, payload, session))
+
+    def _enqueue(self, item: _Send) -> None:
         if len(self._outgoing) >= OUTGOING_LIMIT:
             raise BufferFullError(OUTGOING_LIMIT)
-        self._outgoing.append(_Send(session.id if session is not None else None, payload, session))
+        self._outgoing.append(item)
         self._outgoing_ready.set()
 
     async def receive(self, session: Any, first_seq: int, payloads: Sequence[Payload]) -> Accept:
@@ -328,11 +335,10 @@ class Cluster:
             Unavailable: Redis could not be reached for ``SEND_PATIENCE`` seconds
                 (the message may or may not have been appended).
         """
-        if len(self._outgoing) >= OUTGOING_LIMIT:
-            raise BufferFullError(OUTGOING_LIMIT)
         done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._outgoing.append(_Send(session_id, payload, self._registry.get(session_id), done))
-        self._outgoing_ready.set()
+        self._enqueue(_Send(session_id, payload, self._registry.get(session_id), done))
+        self._awaited.add(done)
+        done.add_done_callback(self._awaited.discard)
         return await done
 
     def broadcast(self, payload: Payload) -> int:
@@ -420,6 +426,17 @@ class Cluster:
         if self._push(view, payload):
             self._wake(view.session)
 
+    def _directs(self, view: _View, index: int, tag: int, payloads: Iterable[Payload]) -> None:
+        """Direct messages ``index``, ``index + 1``, … (all after broadcast ``tag``)."""
+        for offset, payload in enumerate(payloads):
+            self._direct(view, index + offset, tag, payload)
+
+    def _fan_out(self, number: int, payload: Payload) -> None:
+        """Broadcast ``number`` (the inbox entry just taken) for every view."""
+        for view in list(self._views.values()):
+            self._broadcast(view, number, payload)
+        self._passed = self._read  # a view claimed a moment later may lack it
+
     def _broadcast(self, view: _View, number: int, payload: Payload) -> None:
         """Broadcast ``number`` for ``view``'s session."""
         have = view.broadcasts
@@ -461,8 +478,7 @@ class Cluster:
             if view is None:
                 self._passed = entry
             else:
-                for offset, payload in enumerate(payloads):
-                    self._direct(view, index + offset, tag, payload)
+                self._directs(view, index, tag, payloads)
             early = self._early.pop(entry + 1, None)
             if early is None:
                 break
@@ -517,10 +533,7 @@ class Cluster:
         kind = fields[b"k"]
         if kind == b"b":
             number = int(fields[b"b"])
-            payload = next(iter_entry_payloads(fields))
-            for each in list(self._views.values()):
-                self._broadcast(each, number, payload)
-            self._passed = self._read
+            self._fan_out(number, next(iter_entry_payloads(fields)))
             return
         view = self._views.get(fields[b"s"].decode())
         if view is None:
@@ -528,9 +541,7 @@ class Cluster:
                 self._passed = self._read
             return
         if kind == b"m":
-            index, tag = int(fields[b"i"]), int(fields[b"b"])
-            for offset, payload in enumerate(iter_entry_payloads(fields)):
-                self._direct(view, index + offset, tag, payload)
+            self._directs(view, int(fields[b"i"]), int(fields[b"b"]), iter_entry_payloads(fields))
         elif kind == b"a":
             view.session.log.ack(int(fields[b"a"]))
         elif kind == b"!" and int(fields[b"e"]) > view.session.protocol.epoch:
@@ -704,9 +715,8 @@ class Cluster:
                 _unless_cancelled()
                 await asyncio.sleep(RETRY)
         if entry and entry == self._read + 1:
-            self._read = self._passed = entry
-            for view in list(self._views.values()):
-                self._broadcast(view, number, payload)
+            self._read = entry
+            self._fan_out(number, payload)
             self._flush_wakes()
 
     async def _ack_loop(self) -> None:
